@@ -1,0 +1,6 @@
+"""keras-rmt: Recurrent Memory Transformer layers for keras-hub backbones."""
+
+from keras_rmt import layers
+from keras_rmt.version import __version__
+
+__all__ = ["layers", "__version__"]

@@ -1,0 +1,137 @@
+"""A keras-hub text backbone opened at its token embeddings."""
+
+import keras
+import numpy as np
+from keras import ops
+
+TEXT_INPUTS = ("token_ids", "padding_mask")
+OPTIONAL_TEXT_INPUTS = ("segment_ids",)
+
+
+def _refuse(backbone, reason):
+    raise ValueError(
+        "`backbone` must be a keras-hub text backbone that RecurrentSegments "
+        f"can open at its token embeddings. {reason} "
+        f"Received: backbone={type(backbone).__name__}"
+    )
+
+
+class BackboneBody:
+    """Runs a keras-hub backbone on embeddings instead of token ids.
+
+    Splits the backbone's functional graph at its token embedding (the
+    reference code's `inputs_embeds`): `embed()` maps token ids to token
+    embeddings, and calling the body maps (possibly longer, memory-holding)
+    embeddings plus the other backbone inputs to the sequence output.
+    Position embeddings, embedding norms, the transformer stack and the final
+    norm all stay the backbone's own. Families that fuse token and position
+    embeddings (`TokenAndPositionEmbedding`: OPT, RoBERTa, DistilBERT) are
+    split after that layer, and positions are added here.
+
+    This object holds no weights of its own and is not tracked by Keras: the
+    backbone stays the owner of every variable.
+    """
+
+    def __init__(self, backbone):
+        import keras_hub
+
+        if not isinstance(backbone, keras_hub.models.Backbone):
+            _refuse(backbone, "It is not a keras_hub.models.Backbone.")
+        if not isinstance(backbone.input, dict) or any(
+            name not in backbone.input for name in TEXT_INPUTS
+        ):
+            _refuse(backbone, "Its inputs are not token_ids and padding_mask.")
+        unknown = set(backbone.input) - set(TEXT_INPUTS + OPTIONAL_TEXT_INPUTS)
+        if unknown:
+            _refuse(backbone, f"It takes inputs {sorted(unknown)}.")
+        if getattr(backbone, "token_embedding", None) is None:
+            _refuse(backbone, "It has no token_embedding.")
+
+        self.backbone = backbone
+        self.token_embedding = backbone.token_embedding
+        self.extra_input_names = [
+            name for name in OPTIONAL_TEXT_INPUTS if name in backbone.input
+        ]
+        self.position_embedding = None
+        fused = getattr(backbone, "embeddings", None)
+        if fused is not None and hasattr(fused, "position_embedding"):
+            # TokenAndPositionEmbedding: the token embedding has no node of
+            # its own in the graph, so split after the fused layer.
+            split_at = fused.output
+            self.position_embedding = fused.position_embedding
+        else:
+            try:
+                split_at = self.token_embedding.output
+            except (AttributeError, ValueError):
+                _refuse(backbone, "Its token embedding is not in its graph.")
+        output = backbone.output
+        if isinstance(output, dict):
+            output = output.get("sequence_output")
+        if output is None or len(output.shape) != 3:
+            _refuse(backbone, "It has no (batch, tokens, hidden) output.")
+        self.sequence_output = output
+        self.split_tensor = split_at
+        self.inputs = [backbone.input[name] for name in self.body_input_names]
+        try:
+            self.model = keras.Model(
+                [split_at, *self.inputs],
+                output,
+                name=f"{backbone.name}_body",
+            )
+        except Exception as error:  # Keras raises several types here.
+            _refuse(backbone, f"Its graph cannot be split there ({error}).")
+
+    @property
+    def body_input_names(self):
+        return ["padding_mask", *self.extra_input_names]
+
+    @property
+    def hidden_dim(self):
+        return int(self.token_embedding.embeddings.shape[-1])
+
+    @property
+    def max_sequence_length(self):
+        """Size of a learned position table, or None (rotary, no limit)."""
+        table = self.position_embedding or getattr(
+            self.backbone, "position_embedding", None
+        )
+        length = getattr(table, "sequence_length", None)
+        return int(length) if length is not None else None
+
+    @property
+    def compute_dtype(self):
+        return self.token_embedding.compute_dtype
+
+    def embed(self, token_ids):
+        return self.token_embedding(token_ids)
+
+    def embeddings_for_body(self, embeddings):
+        if self.position_embedding is None:
+            return embeddings
+        return embeddings + self.position_embedding(embeddings)
+
+    def __call__(self, embeddings, padding_mask, extras, training=None):
+        inputs = [
+            self.embeddings_for_body(ops.convert_to_tensor(embeddings)),
+            ops.convert_to_tensor(padding_mask),
+            *[
+                ops.convert_to_tensor(extras[name])
+                for name in self.extra_input_names
+            ],
+        ]
+        return self.model(inputs, training=training)
+
+    def is_causal(self):
+        """Whether the first output ignores later tokens (a decoder)."""
+        rng = np.random.default_rng(0)
+        embeddings = rng.normal(size=(1, 4, self.hidden_dim)).astype("float32")
+        changed = embeddings.copy()
+        changed[:, -1] = rng.normal(size=self.hidden_dim)
+        mask = np.ones((1, 4), "int32")
+        extras = {
+            name: np.zeros((1, 4), "int32") for name in self.extra_input_names
+        }
+        first = self(embeddings, mask, extras, training=False)[:, 0]
+        second = self(changed, mask, extras, training=False)[:, 0]
+        diff = ops.max(ops.abs(ops.cast(first - second, "float32")))
+        return float(ops.convert_to_numpy(diff)) == 0.0

@@ -1,0 +1,432 @@
+import keras
+import numpy as np
+from keras import ops
+
+from keras_rmt.backbones.backbone_body import BackboneBody
+from keras_rmt.backbones.decoder_stack import TransformerDecoderStack
+from keras_rmt.backbones.memory_layout import LAYOUTS
+from keras_rmt.layers.memory_tokens import MemoryTokens
+from keras_rmt.utils import segmentation
+
+MEMORY_ATTENTIONS = ("backbone", "bidirectional")
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(
+            f"`{name}` must be one of {choices}. Received: {name}={value!r}"
+        )
+
+
+@keras.saving.register_keras_serializable(package="keras_rmt")
+class RecurrentSegments(keras.layers.Layer):
+    """Runs a keras-hub backbone over any length, segment by segment, with memory.
+
+    The Recurrent Memory Transformer: the input is cut into segments of
+    `segment_length` tokens; learned memory vectors are placed among each
+    segment's token embeddings, the backbone runs on the segment, and its
+    outputs at the memory positions become the memory of the next segment.
+    Cost grows linearly with length and attention never spans more than one
+    segment. Memory positions are removed from `sequence_output`.
+
+    Where memory goes depends on the backbone (`memory_layout`):
+    - `"decoder"` (causal backbones: GPT-2, OPT, Llama, Mistral, Gemma...):
+      `[read memory ; segment ; write memory]`. Tokens read the memory that
+      comes first; the block at the end, which sees the whole segment, is
+      written. Uses `segment_length + 2 * num_tokens` positions.
+    - `"encoder"` (bidirectional backbones: BERT, RoBERTa, DistilBERT...):
+      `[first token ; memory ; rest of segment]`: one block right after each
+      segment's first token (`[CLS]` when the preprocessor puts one at the
+      start of every segment). Uses `segment_length + num_tokens` positions.
+    - `"auto"` (default) picks one by checking whether the backbone's first
+      output depends on later tokens.
+
+    Rows of a batch may hold inputs of different lengths (padding at the
+    end): a segment that is all padding leaves that row's memory unchanged,
+    so a short row gives the same outputs and memory as it would alone.
+
+    The layer does not hold the backbone's weights twice: it opens the given
+    backbone at its token embedding and reuses its layers.
+
+    Args:
+        backbone: `keras_hub.models.Backbone`. A text backbone taking
+            `token_ids` and `padding_mask` (and optionally `segment_ids`).
+        memory: `keras_rmt.layers.MemoryTokens`. The learned initial memory.
+        segment_length: int. Tokens per segment (memory not counted).
+        bptt_depth: int or None. Gradients flow back through at most this
+            many memory hand-offs (truncated backprop through time); 0 stops
+            all of them. Defaults to `None`: through every segment.
+        alignment: `"left"` or `"right"`. With `"left"`, segments start at
+            the first token and the last one is padded; with `"right"`, each
+            row's last token ends a segment and its first segment is padded.
+            Defaults to `"left"`.
+        memory_layout: `"auto"`, `"decoder"` or `"encoder"`. See above.
+            Defaults to `"auto"`.
+        memory_attention: `"backbone"` or `"bidirectional"`. With
+            `"backbone"`, memory positions follow the backbone's own mask
+            (causal backbones: read token i sees read tokens up to i), which
+            works with any backbone. With `"bidirectional"`, each memory block
+            also sees itself whole, as in the paper; this needs blocks that
+            take an attention mask (keras-hub `TransformerDecoder`: GPT-2,
+            OPT). Defaults to `"backbone"`.
+        carry_memory: bool. If False, every segment reads the initial memory
+            instead of the previous segment's: the memory-less baseline.
+            Defaults to `True`.
+        **kwargs: other keyword arguments passed to `keras.layers.Layer`,
+            including `name` and `dtype`.
+
+    Call arguments:
+        inputs: dict with `"token_ids"` and `"padding_mask"`, each of shape
+            `(batch_size, tokens)` and any length, `"segment_ids"` for
+            backbones that take them, and optionally `"memory"`, of shape
+            `(batch_size, num_tokens, hidden_dim)`, to continue from the
+            memory of an earlier call.
+        training: bool. Whether dropout is active.
+
+    Returns:
+        A dict with `"sequence_output"`, `(batch_size, tokens, hidden_dim)`,
+        and `"memory"`, `(batch_size, num_tokens, hidden_dim)`: the memory
+        after the last segment.
+
+    Example:
+    ```python
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=100, num_layers=2, num_heads=2, hidden_dim=16,
+        intermediate_dim=32, max_sequence_length=16,
+    )
+    rmt = keras_rmt.layers.RecurrentSegments(
+        backbone,
+        memory=keras_rmt.layers.MemoryTokens(num_tokens=2),
+        segment_length=8,
+    )
+    outputs = rmt({
+        "token_ids": np.ones((1, 20), "int32"),
+        "padding_mask": np.ones((1, 20), "int32"),
+    })
+    outputs["sequence_output"].shape  # (1, 20, 16)
+    outputs["memory"].shape  # (1, 2, 16)
+    ```
+
+    Reference:
+     - [Bulatov et al., 2022](https://arxiv.org/abs/2207.06881)
+    """
+
+    def __init__(
+        self,
+        backbone,
+        memory,
+        segment_length,
+        bptt_depth=None,
+        alignment="left",
+        memory_layout="auto",
+        memory_attention="backbone",
+        carry_memory=True,
+        **kwargs,
+    ):
+        if not isinstance(memory, MemoryTokens):
+            raise ValueError(
+                "`memory` must be a keras_rmt.layers.MemoryTokens. "
+                f"Received: memory={memory!r}"
+            )
+        if not isinstance(segment_length, int) or segment_length < 1:
+            raise ValueError(
+                "`segment_length` must be a positive integer. "
+                f"Received: segment_length={segment_length!r}"
+            )
+        if bptt_depth is not None and (
+            not isinstance(bptt_depth, int) or bptt_depth < 0
+        ):
+            raise ValueError(
+                "`bptt_depth` must be None or a non-negative integer. "
+                f"Received: bptt_depth={bptt_depth!r}"
+            )
+        _check_choice("alignment", alignment, segmentation.ALIGNMENTS)
+        _check_choice("memory_layout", memory_layout, ("auto", *LAYOUTS))
+        _check_choice("memory_attention", memory_attention, MEMORY_ATTENTIONS)
+        body = BackboneBody(backbone)
+        if memory_layout == "auto":
+            memory_layout = "decoder" if body.is_causal() else "encoder"
+        layout = LAYOUTS[memory_layout](memory.num_tokens)
+        _check_fits_positions(body, layout, segment_length, memory.num_tokens)
+        kwargs.setdefault("dtype", backbone.dtype_policy)
+        super().__init__(**kwargs)
+
+        # === Layers ===
+        self.backbone = backbone
+        self.memory = memory
+        self._body = body
+        self._layout = layout
+        self._decoder_stack = None
+        if memory_attention == "bidirectional" and memory_layout == "decoder":
+            self._decoder_stack = TransformerDecoderStack(body)
+
+        # === Config ===
+        self.segment_length = segment_length
+        self.bptt_depth = bptt_depth
+        self.alignment = alignment
+        self.memory_layout = memory_layout
+        self.memory_attention = memory_attention
+        self.carry_memory = carry_memory
+
+    @property
+    def num_memory_tokens(self):
+        return self.memory.num_tokens
+
+    @property
+    def hidden_dim(self):
+        return self._body.hidden_dim
+
+    def build(self, inputs_shape):
+        if not self.memory.built:
+            if self.memory.initializer is None:
+                self.memory.match_embedding_scale(
+                    self._body.token_embedding.embeddings
+                )
+            self.memory.build((None, None, self.hidden_dim))
+        self.built = True
+
+    def call(self, inputs, training=None):
+        token_ids, padding_mask, extras, memory = self._unpack(inputs)
+        if memory is None:
+            batch = ops.shape(token_ids)[0]
+            memory = self.memory(ops.zeros((batch, 1, self.hidden_dim)))
+        memory = ops.cast(memory, self._body.compute_dtype)
+        length = ops.shape(token_ids)[1]
+        count = segmentation.num_segments(length, self.segment_length)
+        offsets = segmentation.row_offsets(
+            padding_mask, self.segment_length, self.alignment
+        )
+        total = count * self.segment_length
+        streams = {
+            "token_ids": segmentation.align(token_ids, offsets, total),
+            "padding_mask": segmentation.align(padding_mask, offsets, total),
+            **{
+                name: segmentation.align(value, offsets, total)
+                for name, value in extras.items()
+            },
+        }
+        if isinstance(count, int):
+            tokens, memory = self._unrolled(streams, memory, count, training)
+        else:
+            tokens, memory = self._scanned(streams, memory, count, training)
+        sequence_output = segmentation.unalign(tokens, offsets, length)
+        return {"sequence_output": sequence_output, "memory": memory}
+
+    def _unrolled(self, streams, memory, count, training):
+        """A Python loop: used whenever the number of segments is known."""
+        initial, outputs = memory, []
+        L = self.segment_length
+        for index in range(count):
+            segment = {
+                k: v[:, index * L : (index + 1) * L] for k, v in streams.items()
+            }
+            memory = self._hand_off(memory, index, count)
+            tokens, memory = self._segment_step(
+                memory, initial, segment, training
+            )
+            outputs.append(tokens)
+        return ops.concatenate(outputs, axis=1), memory
+
+    def _scanned(self, streams, memory, count, training):
+        """A scan: for graphs traced before the length is known (TF)."""
+        initial = memory
+
+        def step(carry, inputs):
+            memory, _ = carry
+            index, segment = inputs
+            memory = self._hand_off(memory, index, count)
+            tokens, memory = self._segment_step(
+                memory, initial, segment, training
+            )
+            # TF's scan needs outputs shaped like the carry.
+            return (memory, tokens), (memory, tokens)
+
+        batch = ops.shape(streams["token_ids"])[0]
+        stacked = {
+            k: ops.transpose(
+                ops.reshape(v, (batch, count, self.segment_length)), (1, 0, 2)
+            )
+            for k, v in streams.items()
+        }
+        first_tokens = ops.zeros(
+            (batch, self.segment_length, self.hidden_dim), memory.dtype
+        )
+        (memory, _), (_, tokens) = ops.scan(
+            step,
+            (memory, first_tokens),
+            (ops.arange(count, dtype="int32"), stacked),
+        )
+        tokens = ops.reshape(
+            ops.transpose(tokens, (1, 0, 2, 3)),
+            (batch, count * self.segment_length, self.hidden_dim),
+        )
+        return tokens, memory
+
+    def _hand_off(self, memory, index, count):
+        """Stops gradients through hand-offs older than `bptt_depth`."""
+        if self.bptt_depth is None:
+            return memory
+        truncated = (index >= 1) & (index < count - self.bptt_depth)
+        if isinstance(truncated, (bool, np.bool_)):
+            return ops.stop_gradient(memory) if truncated else memory
+        return ops.where(truncated, ops.stop_gradient(memory), memory)
+
+    def _segment_step(self, memory, initial, segment, training):
+        """One segment: join memory, run the backbone, split the outputs."""
+        mask = segment["padding_mask"]
+        read = memory if self.carry_memory else initial
+        embeddings = self._body.embed(segment["token_ids"])
+        joined = self._layout.join(ops.cast(read, embeddings.dtype), embeddings)
+        memory_slots = ops.ones_like(mask[:, :1]) * ops.ones(
+            (1, self.num_memory_tokens), mask.dtype
+        )
+        joined_mask = self._layout.join(memory_slots, mask)
+        if self._decoder_stack is not None:
+            hidden = self._decoder_stack(
+                self._body.embeddings_for_body(joined),
+                joined_mask,
+                self._block_attention_mask(ops.shape(mask)[0]),
+                training=training,
+            )
+        else:
+            extras = {
+                name: self._layout.join(memory_slots * 0, segment[name])
+                for name in self._body.extra_input_names
+            }
+            hidden = self._body(joined, joined_mask, extras, training=training)
+        tokens, written = self._layout.split(hidden)
+        has_tokens = ops.any(mask != 0, axis=1)[:, None, None]
+        return tokens, ops.where(
+            has_tokens, ops.cast(written, memory.dtype), memory
+        )
+
+    def _block_attention_mask(self, batch):
+        """Causal, except that each memory block sees itself whole."""
+        blocks = np.array(self._layout.block_ids(self.segment_length))
+        causal = np.tril(np.ones((len(blocks), len(blocks)), "int32"))
+        same_block = (blocks[:, None] == blocks[None, :]) & (
+            blocks[:, None] > 0
+        )
+        allowed = np.maximum(causal, same_block.astype("int32"))
+        return ops.broadcast_to(
+            ops.convert_to_tensor(allowed)[None], (batch, *allowed.shape)
+        )
+
+    def _unpack(self, inputs):
+        if not isinstance(inputs, dict):
+            raise ValueError(
+                "RecurrentSegments takes a dict with 'token_ids' and "
+                f"'padding_mask'. Received: inputs={inputs!r}"
+            )
+        allowed = {
+            "token_ids",
+            "padding_mask",
+            "memory",
+            *self._body.extra_input_names,
+        }
+        for key in ("token_ids", "padding_mask"):
+            if key not in inputs:
+                raise ValueError(
+                    f"RecurrentSegments needs inputs['{key}']. "
+                    f"Received keys: {sorted(inputs)}"
+                )
+        unknown = set(inputs) - allowed
+        if unknown:
+            raise ValueError(
+                f"RecurrentSegments takes inputs {sorted(allowed)}. "
+                f"Received unknown keys: {sorted(unknown)}"
+            )
+        token_ids = inputs["token_ids"]
+        padding_mask = inputs["padding_mask"]
+        _check_integer("token_ids", token_ids)
+        _check_same_shape(token_ids, padding_mask, "padding_mask")
+        extras = {}
+        for name in self._body.extra_input_names:
+            value = inputs.get(name)
+            if value is None:
+                value = ops.zeros_like(token_ids)
+            else:
+                _check_integer(name, value)
+                _check_same_shape(token_ids, value, name)
+            extras[name] = value
+        memory = inputs.get("memory")
+        if memory is not None:
+            expected = (self.num_memory_tokens, self.hidden_dim)
+            if len(memory.shape) != 3 or tuple(memory.shape[1:]) != expected:
+                raise ValueError(
+                    "inputs['memory'] must have shape (batch_size, "
+                    f"{expected[0]}, {expected[1]}). "
+                    f"Received: memory.shape={tuple(memory.shape)}"
+                )
+        return token_ids, padding_mask, extras, memory
+
+    def compute_output_spec(self, inputs, training=None):
+        self._unpack(inputs)
+        batch, length = inputs["token_ids"].shape
+        dtype = self.compute_dtype
+        return {
+            "sequence_output": keras.KerasTensor(
+                (batch, length, self.hidden_dim), dtype
+            ),
+            "memory": keras.KerasTensor(
+                (batch, self.num_memory_tokens, self.hidden_dim), dtype
+            ),
+        }
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "backbone": keras.layers.serialize(self.backbone),
+                "memory": keras.layers.serialize(self.memory),
+                "segment_length": self.segment_length,
+                "bptt_depth": self.bptt_depth,
+                "alignment": self.alignment,
+                "memory_layout": self.memory_layout,
+                "memory_attention": self.memory_attention,
+                "carry_memory": self.carry_memory,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.layers.deserialize(config["backbone"])
+        config["memory"] = keras.layers.deserialize(config["memory"])
+        return cls(**config)
+
+
+def _check_integer(name, tensor):
+    dtype = keras.backend.standardize_dtype(tensor.dtype)
+    if "int" not in dtype and dtype != "bool":
+        raise ValueError(
+            f"inputs['{name}'] must hold integers. "
+            f"Received: {name} with dtype {dtype}"
+        )
+
+
+def _check_same_shape(token_ids, other, name):
+    if tuple(token_ids.shape) != tuple(other.shape) and None not in (
+        *token_ids.shape,
+        *other.shape,
+    ):
+        raise ValueError(
+            f"inputs['{name}'] must have the shape of inputs['token_ids']. "
+            f"Received: token_ids.shape={tuple(token_ids.shape)}, "
+            f"{name}.shape={tuple(other.shape)}"
+        )
+
+
+def _check_fits_positions(body, layout, segment_length, num_tokens):
+    limit = body.max_sequence_length
+    needed = layout.positions_used(segment_length)
+    if limit is not None and needed > limit:
+        raise ValueError(
+            f"A segment and its memory need {needed} positions "
+            f"({layout.name} layout), more than the backbone's position table "
+            f"holds (max_sequence_length={limit}). "
+            f"Received: segment_length={segment_length}, "
+            f"num_tokens={num_tokens}. Use segment_length <= "
+            f"{segment_length - (needed - limit)}."
+        )
