@@ -1,0 +1,117 @@
+"""Tiny randomly initialised backbones and helpers shared by the tests."""
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+
+import keras_rmt
+
+VOCABULARY_SIZE = 64
+HIDDEN_DIM = 16
+POSITIONS = 32
+
+
+def _common(num_heads_key="num_heads"):
+    return {
+        "vocabulary_size": VOCABULARY_SIZE,
+        "num_layers": 2,
+        num_heads_key: 2,
+        "hidden_dim": HIDDEN_DIM,
+        "intermediate_dim": 32,
+    }
+
+
+def _learned_positions():
+    return {**_common(), "dropout": 0.0, "max_sequence_length": POSITIONS}
+
+
+def _rotary(**extra):
+    return {**_common("num_query_heads"), "num_key_value_heads": 1, **extra}
+
+
+BACKBONES = {
+    "gpt2": lambda: keras_hub.models.GPT2Backbone(**_learned_positions()),
+    "opt": lambda: keras_hub.models.OPTBackbone(**_learned_positions()),
+    "llama": lambda: keras_hub.models.LlamaBackbone(**_rotary()),
+    "mistral": lambda: keras_hub.models.MistralBackbone(**_rotary()),
+    "gemma": lambda: keras_hub.models.GemmaBackbone(**_rotary(head_dim=8)),
+    "bert": lambda: keras_hub.models.BertBackbone(**_learned_positions()),
+    "roberta": lambda: keras_hub.models.RobertaBackbone(
+        **_learned_positions()
+    ),
+    "distilbert": lambda: keras_hub.models.DistilBertBackbone(
+        **_learned_positions()
+    ),
+}
+DECODERS = ("gpt2", "opt", "llama", "mistral", "gemma")
+ENCODERS = ("bert", "roberta", "distilbert")
+
+
+def make_backbone(family, seed=0):
+    keras.utils.set_random_seed(seed)
+    return BACKBONES[family]()
+
+
+def make_rmt(family="gpt2", num_tokens=2, segment_length=4, seed=0, **kwargs):
+    backbone = make_backbone(family, seed)
+    return keras_rmt.layers.RecurrentSegments(
+        backbone,
+        memory=keras_rmt.layers.MemoryTokens(num_tokens),
+        segment_length=segment_length,
+        **kwargs,
+    )
+
+
+def text_inputs(length=None, name_suffix=""):
+    return {
+        "token_ids": keras.Input((length,), dtype="int32", name="token_ids"),
+        "padding_mask": keras.Input(
+            (length,), dtype="int32", name="padding_mask"
+        ),
+    }
+
+
+def random_batch(batch, length, seed=0, lengths=None):
+    """Token ids in [3, vocabulary) and a mask with trailing padding."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(3, VOCABULARY_SIZE, (batch, length)).astype("int32")
+    mask = np.ones((batch, length), "int32")
+    for row, row_length in enumerate(lengths or []):
+        mask[row, row_length:] = 0
+        ids[row, row_length:] = 0
+    return {"token_ids": ids, "padding_mask": mask}
+
+
+def numpy(tree):
+    return keras.tree.map_structure(keras.ops.convert_to_numpy, tree)
+
+
+def gradient(loss_fn, variable):
+    """d loss_fn() / d variable, as numpy, on the current backend."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = loss_fn()
+        grad = tape.gradient(loss, variable.value)
+        return tf.convert_to_tensor(grad).numpy()
+    if backend == "jax":
+        import jax
+
+        def loss_of(value):
+            with keras.StatelessScope(state_mapping=[(variable, value)]):
+                return loss_fn()
+
+        return np.asarray(jax.grad(loss_of)(variable.value))
+    if backend == "torch":
+        variable.value.grad = None
+        loss_fn().backward()
+        return variable.value.grad.detach().cpu().numpy()
+    raise NotImplementedError(backend)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    keras.utils.set_random_seed(0)

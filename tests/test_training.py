@@ -1,0 +1,62 @@
+import keras
+import numpy as np
+from conftest import random_batch
+from recall_model import build_recall_model
+
+import keras_rmt
+
+
+def _fit_recall(carry_memory):
+    inputs, labels = keras_rmt.datasets.first_token_recall(2048, seed=0)
+    test_inputs, test_labels = keras_rmt.datasets.first_token_recall(
+        512, seed=1
+    )
+    model = build_recall_model(carry_memory=carry_memory)
+    model.compile(
+        optimizer=keras.optimizers.Adam(3e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    model.fit(inputs, labels, batch_size=64, epochs=6, verbose=0)
+    return model.evaluate(test_inputs, test_labels, verbose=0)[1]
+
+
+def test_fit_learns_recall_with_memory_and_not_without():
+    assert _fit_recall(carry_memory=True) >= 0.95
+    # 8 keys: chance is 0.125.
+    assert _fit_recall(carry_memory=False) <= 0.25
+
+
+class _VaryingLengths(keras.utils.PyDataset):
+    """Batches of 6, 9 and 13 tokens: the model sees a new length each step."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches = []
+        for index, length in enumerate([6, 9, 13] * 4):
+            batch = random_batch(8, length, seed=index, lengths=[length - 2])
+            batch["token_ids"] = batch["token_ids"] % 16
+            self.batches.append((batch, batch["token_ids"][:, 0] % 8))
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, index):
+        return self.batches[index]
+
+
+def test_fit_and_predict_on_batches_of_different_lengths():
+    model = build_recall_model()
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    history = model.fit(_VaryingLengths(), epochs=3, verbose=0)
+    losses = history.history["loss"]
+    assert losses[-1] < losses[0]
+    for batch, _ in _VaryingLengths().batches[:3]:
+        np.testing.assert_allclose(
+            model.predict(batch, verbose=0),
+            keras.ops.convert_to_numpy(model(batch)),
+            atol=1e-5,
+        )
