@@ -7,7 +7,6 @@ import keras_rmt
 
 def test_memory_matches_token_embedding_scale_with_distinct_rows():
     rmt = make_rmt("gpt2", num_tokens=8)
-    rmt.build(None)
     memory = keras.ops.convert_to_numpy(rmt.memory.memory)
     table = keras.ops.convert_to_numpy(rmt.backbone.token_embedding.embeddings)
     assert memory.shape == (8, table.shape[1])

@@ -20,7 +20,6 @@ MEMORY_IDS = [1, 2]
 
 def _memory_from_token_rows(rmt, ids):
     """Make the memory equal the token embeddings of `ids`."""
-    rmt.build(None)
     table = keras.ops.convert_to_numpy(rmt.backbone.token_embedding.embeddings)
     rmt.memory.memory.assign(table[ids])
 

@@ -58,8 +58,8 @@ class MemoryTokens(keras.layers.Layer):
 
     def match_embedding_scale(self, embedding_matrix):
         """Draw the default memory at the scale of `embedding_matrix`."""
-        stddev = ops.std(ops.cast(embedding_matrix, "float32"))
-        self.embedding_stddev = float(ops.convert_to_numpy(stddev))
+        matrix = ops.convert_to_numpy(embedding_matrix).astype("float32")
+        self.embedding_stddev = float(matrix.std())
 
     def build(self, inputs_shape):
         initializer = self.initializer or keras.initializers.RandomNormal(

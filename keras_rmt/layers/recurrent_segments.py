@@ -160,6 +160,12 @@ class RecurrentSegments(keras.layers.Layer):
         if memory_attention == "bidirectional" and memory_layout == "decoder":
             self._decoder_stack = TransformerDecoderStack(body)
 
+        if not memory.built:
+            if memory.initializer is None:
+                memory.match_embedding_scale(body.token_embedding.embeddings)
+            memory.build((None, None, body.hidden_dim))
+        self.built = True
+
         # === Config ===
         self.segment_length = segment_length
         self.bptt_depth = bptt_depth
@@ -175,15 +181,6 @@ class RecurrentSegments(keras.layers.Layer):
     @property
     def hidden_dim(self):
         return self._body.hidden_dim
-
-    def build(self, inputs_shape):
-        if not self.memory.built:
-            if self.memory.initializer is None:
-                self.memory.match_embedding_scale(
-                    self._body.token_embedding.embeddings
-                )
-            self.memory.build((None, None, self.hidden_dim))
-        self.built = True
 
     def call(self, inputs, training=None):
         token_ids, padding_mask, extras, memory = self._unpack(inputs)
@@ -229,32 +226,34 @@ class RecurrentSegments(keras.layers.Layer):
 
     def _scanned(self, streams, memory, count, training):
         """A scan: for graphs traced before the length is known (TF)."""
-        initial = memory
+        initial, names = memory, list(streams)
 
-        def step(carry, inputs):
-            memory, _ = carry
-            index, segment = inputs
+        def step(carry, segment):
+            memory, _, index = carry
+            segment = {name: segment[..., i] for i, name in enumerate(names)}
             memory = self._hand_off(memory, index, count)
             tokens, memory = self._segment_step(
                 memory, initial, segment, training
             )
-            # TF's scan needs outputs shaped like the carry.
-            return (memory, tokens), (memory, tokens)
+            # TF's scan wants outputs shaped like the carry.
+            carry = (memory, tokens, index + 1)
+            return carry, carry
 
         batch = ops.shape(streams["token_ids"])[0]
-        stacked = {
-            k: ops.transpose(
-                ops.reshape(v, (batch, count, self.segment_length)), (1, 0, 2)
-            )
-            for k, v in streams.items()
-        }
+        shape = (batch, count, self.segment_length)
+        # One stacked input: Keras' TF scan cannot check several of unknown
+        # length.
+        segments = ops.stack(
+            [ops.cast(ops.reshape(streams[n], shape), "int32") for n in names],
+            axis=-1,
+        )
         first_tokens = ops.zeros(
             (batch, self.segment_length, self.hidden_dim), memory.dtype
         )
-        (memory, _), (_, tokens) = ops.scan(
+        (memory, _, _), (_, tokens, _) = ops.scan(
             step,
-            (memory, first_tokens),
-            (ops.arange(count, dtype="int32"), stacked),
+            (memory, first_tokens, ops.convert_to_tensor(0, "int32")),
+            ops.transpose(segments, (1, 0, 2, 3)),
         )
         tokens = ops.reshape(
             ops.transpose(tokens, (1, 0, 2, 3)),
