@@ -1,50 +1,26 @@
-"""A Functional RMT classifier on the last token, shared by several tests.
+"""Checks weights saved under another backend, in a process of its own.
 
-Run as a script, it checks weights saved under another backend:
-`python recall_model.py WEIGHTS EXPECTED.npz`.
+`python recall_model.py WEIGHTS EXPECTED.npz` rebuilds the example's model,
+loads the weights and compares its logits with the saved ones.
 """
 
+import os
 import sys
 
-import keras
-import keras_hub
 import numpy as np
 
-import keras_rmt
-
-
-def build_recall_model(carry_memory=True, num_keys=8, seed=1):
-    keras.utils.set_random_seed(seed)
-    backbone = keras_hub.models.GPT2Backbone(
-        vocabulary_size=16,
-        num_layers=1,
-        num_heads=2,
-        hidden_dim=32,
-        intermediate_dim=64,
-        dropout=0.0,
-        max_sequence_length=16,
-    )
-    rmt = keras_rmt.layers.RecurrentSegments(
-        backbone,
-        memory=keras_rmt.layers.MemoryTokens(num_tokens=2),
-        segment_length=4,
-        carry_memory=carry_memory,
-    )
-    inputs = {
-        "token_ids": keras.Input((None,), dtype="int32", name="token_ids"),
-        "padding_mask": keras.Input(
-            (None,), dtype="int32", name="padding_mask"
-        ),
-    }
-    last_token = rmt(inputs)["sequence_output"][:, -1]
-    logits = keras.layers.Dense(num_keys, name="head")(last_token)
-    return keras.Model(inputs, logits)
-
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples")
+)
+import first_token_recall  # noqa: E402
+from first_token_recall import build_model  # noqa: E402
 
 if __name__ == "__main__":
+    import keras
+
     weights, expected = sys.argv[1:]
     data = np.load(expected)
-    model = build_recall_model()
+    model = build_model()
     model.load_weights(weights)
     got = model.predict(
         {"token_ids": data["token_ids"], "padding_mask": data["padding_mask"]},

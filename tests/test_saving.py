@@ -5,7 +5,7 @@ import sys
 import keras
 import numpy as np
 from conftest import make_rmt, random_batch, text_inputs
-from recall_model import build_recall_model
+from recall_model import build_model
 
 import keras_rmt
 
@@ -40,7 +40,7 @@ def test_layer_config_round_trip():
 
 
 def test_weights_load_under_another_backend(tmp_path):
-    model = build_recall_model()
+    model = build_model()
     inputs, _ = keras_rmt.datasets.first_token_recall(4, seed=3)
     inputs["padding_mask"][1, 7:] = 0
     logits = model.predict(inputs, verbose=0)

@@ -1,24 +1,18 @@
 import keras
 import numpy as np
 from conftest import random_batch
-from recall_model import build_recall_model
+from recall_model import build_model, first_token_recall
 
 import keras_rmt
 
 
 def _fit_recall(carry_memory):
-    inputs, labels = keras_rmt.datasets.first_token_recall(2048, seed=0)
-    test_inputs, test_labels = keras_rmt.datasets.first_token_recall(
-        512, seed=1
+    train = keras_rmt.datasets.first_token_recall(2048, seed=0)
+    test = keras_rmt.datasets.first_token_recall(512, seed=1)
+    result = first_token_recall.train_and_evaluate(
+        carry_memory, epochs=6, train=train, test=test, verbose=0
     )
-    model = build_recall_model(carry_memory=carry_memory)
-    model.compile(
-        optimizer=keras.optimizers.Adam(3e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    model.fit(inputs, labels, batch_size=64, epochs=6, verbose=0)
-    return model.evaluate(test_inputs, test_labels, verbose=0)[1]
+    return result["test_accuracy"]
 
 
 def test_fit_learns_recall_with_memory_and_not_without():
@@ -46,11 +40,7 @@ class _VaryingLengths(keras.utils.PyDataset):
 
 
 def test_fit_and_predict_on_batches_of_different_lengths():
-    model = build_recall_model()
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-2),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
+    model = build_model()
     history = model.fit(_VaryingLengths(), epochs=3, verbose=0)
     losses = history.history["loss"]
     assert losses[-1] < losses[0]
