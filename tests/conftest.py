@@ -37,9 +37,7 @@ BACKBONES = {
     "mistral": lambda: keras_hub.models.MistralBackbone(**_rotary()),
     "gemma": lambda: keras_hub.models.GemmaBackbone(**_rotary(head_dim=8)),
     "bert": lambda: keras_hub.models.BertBackbone(**_learned_positions()),
-    "roberta": lambda: keras_hub.models.RobertaBackbone(
-        **_learned_positions()
-    ),
+    "roberta": lambda: keras_hub.models.RobertaBackbone(**_learned_positions()),
     "distilbert": lambda: keras_hub.models.DistilBertBackbone(
         **_learned_positions()
     ),

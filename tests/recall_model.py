@@ -10,9 +10,9 @@ import sys
 import numpy as np
 
 sys.path.insert(
-    0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples")
+    0,
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"),
 )
-import first_token_recall  # noqa: E402
 from first_token_recall import build_model  # noqa: E402
 
 if __name__ == "__main__":

@@ -101,7 +101,9 @@ def test_bptt_depth_stops_gradients_exactly(family, depth):
 
     def loss():
         output = rmt(batch)["sequence_output"][:, -segment_length:]
-        return keras.ops.sum(output * keras.ops.arange(HIDDEN_DIM, dtype="float32"))
+        return keras.ops.sum(
+            output * keras.ops.arange(HIDDEN_DIM, dtype="float32")
+        )
 
     grads = gradient_of(loss, table)
     for j in range(num_segments):
@@ -317,10 +319,13 @@ def test_bad_call_inputs_name_the_input_and_value():
     _raises(
         r"inputs\['token_ids'\] must hold integers. "
         r"Received: token_ids with dtype float32",
-        lambda: rmt({**batch, "token_ids": batch["token_ids"].astype("float32")}),
+        lambda: rmt(
+            {**batch, "token_ids": batch["token_ids"].astype("float32")}
+        ),
     )
     _raises(
-        r"inputs\['padding_mask'\] must have the shape of inputs\['token_ids'\]. "
+        r"inputs\['padding_mask'\] must have the shape of "
+        r"inputs\['token_ids'\]. "
         r"Received: token_ids.shape=\(2, 8\), padding_mask.shape=\(2, 7\)",
         lambda: rmt({**batch, "padding_mask": batch["padding_mask"][:, :7]}),
     )

@@ -20,7 +20,7 @@ def _check_choice(name, value, choices):
 
 @keras.saving.register_keras_serializable(package="keras_rmt")
 class RecurrentSegments(keras.layers.Layer):
-    """Runs a keras-hub backbone over any length, segment by segment, with memory.
+    """Runs a keras-hub backbone over any length, segment by segment.
 
     The Recurrent Memory Transformer: the input is cut into segments of
     `segment_length` tokens; learned memory vectors are placed among each
