@@ -1,0 +1,35 @@
+"""Every public docstring's example runs and gives the shapes it shows."""
+
+import re
+import textwrap
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+
+import keras_rmt
+
+PUBLIC = [
+    keras_rmt.layers.MemoryTokens,
+    keras_rmt.layers.RecurrentSegments,
+    keras_rmt.datasets.first_token_recall,
+]
+SHOWN_SHAPE = re.compile(r"^(\s*)(.+?)\s+# (\(.*\))$")
+
+
+def _example_with_asserts(docstring):
+    (example,) = re.findall(r"```python\n(.*?)```", docstring, re.S)
+    lines = textwrap.dedent(example).splitlines()
+    return "\n".join(
+        SHOWN_SHAPE.sub(r"\1assert tuple(\2) == \3, '\2'", line)
+        for line in lines
+    )
+
+
+@pytest.mark.parametrize("documented", PUBLIC, ids=lambda x: x.__name__)
+def test_docstring_example_runs_and_gives_the_shapes_it_shows(documented):
+    code = _example_with_asserts(documented.__doc__)
+    assert code.count("assert tuple(") >= 1
+    namespace = {"keras": keras, "keras_hub": keras_hub, "np": np}
+    exec(code, {**namespace, "keras_rmt": keras_rmt})
