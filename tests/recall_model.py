@@ -13,6 +13,7 @@ sys.path.insert(
     0,
     os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"),
 )
+import first_token_recall  # noqa: E402, F401 (re-exported for tests)
 from first_token_recall import build_model  # noqa: E402
 
 if __name__ == "__main__":

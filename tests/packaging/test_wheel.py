@@ -37,5 +37,8 @@ def test_wheel_installs_in_clean_venv_and_quick_start_runs(tmp_path):
         env={"KERAS_BACKEND": "tensorflow", "PATH": "/usr/bin:/bin"},
     )
     assert "sequence_output (2, 20, 16)" in output, output
-    site = _run([python, "-c", "import keras_rmt; print(keras_rmt.__file__)"])
+    site = _run(
+        [python, "-c", "import keras_rmt; print(keras_rmt.__file__)"],
+        cwd=tmp_path,
+    )
     assert str(venv) in site
