@@ -61,7 +61,7 @@ def make_rmt(family="gpt2", num_tokens=2, segment_length=4, seed=0, **kwargs):
     )
 
 
-def text_inputs(length=None, name_suffix=""):
+def text_inputs(length=None):
     return {
         "token_ids": keras.Input((length,), dtype="int32", name="token_ids"),
         "padding_mask": keras.Input(

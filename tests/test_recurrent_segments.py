@@ -6,7 +6,7 @@ from conftest import (
     DECODERS,
     ENCODERS,
     HIDDEN_DIM,
-    make_backbone,
+    gradient,
     make_rmt,
     numpy,
     random_batch,
@@ -105,7 +105,7 @@ def test_bptt_depth_stops_gradients_exactly(family, depth):
             output * keras.ops.arange(HIDDEN_DIM, dtype="float32")
         )
 
-    grads = gradient_of(loss, table)
+    grads = gradient(loss, table)
     for j in range(num_segments):
         rows = grads[10 * (j + 1) : 10 * (j + 1) + 3]
         hand_offs = num_segments - 1 - j
@@ -113,12 +113,6 @@ def test_bptt_depth_stops_gradients_exactly(family, depth):
             np.testing.assert_array_equal(rows, 0.0)
         else:
             assert np.abs(rows).max() > 0.0, f"segment {j}"
-
-
-def gradient_of(loss, variable):
-    from conftest import gradient
-
-    return gradient(loss, variable)
 
 
 @pytest.mark.parametrize("family", ["gpt2", "bert"])
@@ -345,4 +339,3 @@ def test_encoder_families_are_detected_and_decoders_overridable():
         assert make_rmt(family).memory_layout == "encoder"
     forced = make_rmt("gpt2", memory_layout="encoder")
     assert forced.memory_layout == "encoder"
-    assert make_backbone("gpt2") is not None

@@ -289,7 +289,9 @@ class RecurrentSegments(keras.layers.Layer):
             )
         else:
             extras = {
-                name: self._layout.join(memory_slots * 0, segment[name])
+                name: self._layout.join(
+                    ops.zeros_like(memory_slots), segment[name]
+                )
                 for name in self._body.extra_input_names
             }
             hidden = self._body(joined, joined_mask, extras, training=training)
