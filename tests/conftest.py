@@ -1,11 +1,20 @@
 """Tiny randomly initialised backbones and helpers shared by the tests."""
 
+import os
+import sys
+
 import keras
 import keras_hub
 import numpy as np
 import pytest
 
 import keras_rmt
+
+# The examples are tested through their own functions.
+sys.path.insert(
+    0,
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"),
+)
 
 VOCABULARY_SIZE = 64
 HIDDEN_DIM = 16

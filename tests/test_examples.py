@@ -1,6 +1,6 @@
 import json
 
-from recall_model import first_token_recall
+import first_token_recall
 
 
 def test_demo_writes_results_and_plot(tmp_path):

@@ -5,7 +5,7 @@ import sys
 import keras
 import numpy as np
 from conftest import make_rmt, random_batch, text_inputs
-from recall_model import build_model
+from first_token_recall import build_model
 
 import keras_rmt
 
@@ -48,7 +48,9 @@ def test_weights_load_under_another_backend(tmp_path):
     np.savez(tmp_path / "expected.npz", logits=logits, **inputs)
 
     other = NEXT_BACKEND[keras.backend.backend()]
-    script = os.path.join(os.path.dirname(__file__), "recall_model.py")
+    script = os.path.join(
+        os.path.dirname(__file__), "check_weights_under_backend.py"
+    )
     result = subprocess.run(
         [
             sys.executable,

@@ -1,7 +1,8 @@
+import first_token_recall
 import keras
 import numpy as np
 from conftest import random_batch
-from recall_model import build_model, first_token_recall
+from first_token_recall import build_model
 
 import keras_rmt
 

@@ -159,6 +159,7 @@ class RecurrentSegments(keras.layers.Layer):
         self._decoder_stack = None
         if memory_attention == "bidirectional" and memory_layout == "decoder":
             self._decoder_stack = TransformerDecoderStack(body)
+            self._block_mask = _block_attention_mask(layout, segment_length)
 
         if not memory.built:
             if memory.initializer is None:
@@ -276,15 +277,18 @@ class RecurrentSegments(keras.layers.Layer):
         read = memory if self.carry_memory else initial
         embeddings = self._body.embed(segment["token_ids"])
         joined = self._layout.join(ops.cast(read, embeddings.dtype), embeddings)
-        memory_slots = ops.ones_like(mask[:, :1]) * ops.ones(
-            (1, self.num_memory_tokens), mask.dtype
+        memory_slots = ops.ones(
+            (ops.shape(mask)[0], self.num_memory_tokens), mask.dtype
         )
         joined_mask = self._layout.join(memory_slots, mask)
         if self._decoder_stack is not None:
             hidden = self._decoder_stack(
                 self._body.embeddings_for_body(joined),
                 joined_mask,
-                self._block_attention_mask(ops.shape(mask)[0]),
+                ops.broadcast_to(
+                    self._block_mask[None],
+                    (ops.shape(mask)[0], *self._block_mask.shape),
+                ),
                 training=training,
             )
         else:
@@ -299,18 +303,6 @@ class RecurrentSegments(keras.layers.Layer):
         has_tokens = ops.any(mask != 0, axis=1)[:, None, None]
         return tokens, ops.where(
             has_tokens, ops.cast(written, memory.dtype), memory
-        )
-
-    def _block_attention_mask(self, batch):
-        """Causal, except that each memory block sees itself whole."""
-        blocks = np.array(self._layout.block_ids(self.segment_length))
-        causal = np.tril(np.ones((len(blocks), len(blocks)), "int32"))
-        same_block = (blocks[:, None] == blocks[None, :]) & (
-            blocks[:, None] > 0
-        )
-        allowed = np.maximum(causal, same_block.astype("int32"))
-        return ops.broadcast_to(
-            ops.convert_to_tensor(allowed)[None], (batch, *allowed.shape)
         )
 
     def _unpack(self, inputs):
@@ -396,6 +388,14 @@ class RecurrentSegments(keras.layers.Layer):
         config["backbone"] = keras.layers.deserialize(config["backbone"])
         config["memory"] = keras.layers.deserialize(config["memory"])
         return cls(**config)
+
+
+def _block_attention_mask(layout, segment_length):
+    """Causal, except that each memory block sees itself whole."""
+    blocks = np.array(layout.block_ids(segment_length))
+    causal = np.tril(np.ones((len(blocks), len(blocks)), "int32"))
+    same_block = (blocks[:, None] == blocks[None, :]) & (blocks[:, None] > 0)
+    return np.maximum(causal, same_block.astype("int32"))
 
 
 def _check_integer(name, tensor):

@@ -1,7 +1,8 @@
 """Checks weights saved under another backend, in a process of its own.
 
-`python recall_model.py WEIGHTS EXPECTED.npz` rebuilds the example's model,
-loads the weights and compares its logits with the saved ones.
+`python check_weights_under_backend.py WEIGHTS EXPECTED.npz` rebuilds the
+example's model, loads the weights and compares its logits with the saved
+ones.
 """
 
 import os
@@ -13,7 +14,6 @@ sys.path.insert(
     0,
     os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"),
 )
-import first_token_recall  # noqa: E402, F401 (re-exported for tests)
 from first_token_recall import build_model  # noqa: E402
 
 if __name__ == "__main__":
