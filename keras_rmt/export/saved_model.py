@@ -1,0 +1,242 @@
+"""Writing an RMT model as a TF SavedModel, for whole inputs and streams.
+
+The one module of keras-rmt that imports TensorFlow: SavedModels are
+TensorFlow graphs, written from Keras on the TensorFlow backend directly and
+from JAX through `jax2tf`.
+"""
+
+import keras
+
+from keras_rmt.export.streaming_model import (
+    find_recurrent_segments,
+    streaming_model,
+)
+
+EXPORT_BACKENDS = ("tensorflow", "jax")
+COMMAND = "python -m keras_rmt export MODEL.keras OUT_DIR"
+
+
+def export_saved_model(model, path, verbose=False):
+    """Writes `model` as a TF SavedModel with whole-input and stream serving.
+
+    The SavedModel has three signatures (also callable by name on the object
+    `tf.saved_model.load` returns):
+
+    - `serve`: the model's inputs (`token_ids`, `padding_mask`, ...) of any
+      batch size and length -> the model's outputs, plus `memory`, the
+      memory after the last segment. Also the `serving_default`.
+    - `serve_segment`: one segment's inputs, at most `segment_length` tokens,
+      and `memory`, `(batch_size, num_tokens, hidden_dim)` -> the outputs for
+      that segment and the new `memory`. The caller keeps the memory between
+      calls, so a stream of any length is served at the cost of one segment.
+    - `initial_memory`: `batch_size`, an int32 scalar -> `memory`, the
+      memory that starts a stream (the model's learned memory, one copy per
+      row).
+
+    Streaming a whole input through `serve_segment`, `segment_length` tokens
+    at a time from `initial_memory`, gives the same token outputs and final
+    memory as one `serve` call (with the layer's default `"left"`
+    alignment; a head that pools over the sequence pools per segment).
+
+    Inputs are checked inside the served functions: a wrong dtype or a
+    memory of the wrong shape is refused when the call is bound to the
+    signature, and inputs of different batch sizes or lengths, or a segment
+    longer than `segment_length`, fail an assertion that says so.
+
+    Keras writes SavedModels from the TensorFlow and JAX backends only (JAX
+    through `jax2tf`, with the batch size and the length left symbolic). A
+    model trained with PyTorch is saved as `.keras` and exported with the
+    command `python -m keras_rmt export MODEL.keras OUT_DIR`, which reloads it
+    under TensorFlow (or `--backend jax`) in a new process.
+
+    The tokenizer is not part of the SavedModel: serve token ids.
+
+    Args:
+        model: `keras.Model`. A functional model (or keras-hub style task)
+            holding exactly one `keras_rmt.layers.RecurrentSegments` layer.
+        path: str or `pathlib.Path`. The folder to write.
+        verbose: bool. Whether to print the signatures written. Defaults
+            to `False`.
+
+    Example:
+    ```python
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=100, num_layers=2, num_heads=2, hidden_dim=16,
+        intermediate_dim=32, max_sequence_length=16,
+    )
+    rmt = keras_rmt.layers.RecurrentSegments(
+        backbone,
+        memory=keras_rmt.layers.MemoryTokens(num_tokens=2),
+        segment_length=4,
+    )
+    token_ids = keras.Input((None,), dtype="int32", name="token_ids")
+    padding_mask = keras.Input((None,), dtype="int32", name="padding_mask")
+    inputs = {"token_ids": token_ids, "padding_mask": padding_mask}
+    logits = keras.layers.Dense(5, name="logits")(
+        rmt(inputs)["sequence_output"]
+    )
+    model = keras.Model(inputs, logits)
+    path = os.path.join(tempfile.mkdtemp(), "rmt")
+    if keras.backend.backend() in ("tensorflow", "jax"):
+        keras_rmt.export.export_saved_model(model, path)
+    ```
+    Then, in any TensorFlow process:
+    ```python
+    served = tf.saved_model.load(path)
+    memory = served.initial_memory(batch_size=1)["memory"]
+    for start in range(0, 12, 4):
+        outputs = served.serve_segment({
+            "token_ids": tf.ones((1, 4), "int32"),
+            "padding_mask": tf.ones((1, 4), "int32"),
+            "memory": memory,
+        })
+        memory = outputs["memory"]
+    ```
+    """
+    backend = keras.backend.backend()
+    if backend not in EXPORT_BACKENDS:
+        raise RuntimeError(
+            "Keras writes TF SavedModels from the TensorFlow and JAX backends "
+            f"only. Received: model on the {backend!r} backend. Save the "
+            f"model (`model.save('MODEL.keras')`) and run `{COMMAND}`, which "
+            "reloads it under TensorFlow (or `--backend jax`) in a new "
+            "process and exports it there."
+        )
+    import tensorflow as tf
+
+    rmt = find_recurrent_segments(model)
+    whole = streaming_model(model, memory_input=False)
+    stream = streaming_model(model, memory_input=True)
+    archive = keras.export.ExportArchive()
+    archive.track(whole)
+    served_whole = _endpoint(archive, "serve", whole)
+    served_stream = _endpoint(archive, "serve_segment", stream)
+
+    initial = keras.ops.convert_to_numpy(
+        rmt.memory(keras.ops.zeros((1, 1, rmt.hidden_dim)))
+    )[0]
+    root = tf.Module()
+    root.model_variables = list(archive.variables)
+    root.initial_memory_value = tf.Variable(
+        initial.astype(rmt.compute_dtype), trainable=False, name="memory"
+    )
+    limit = rmt.segment_length
+
+    @tf.function(input_signature=[_specs(tf, whole)])
+    def serve(inputs):
+        return served_whole(_checked(tf, inputs))
+
+    @tf.function(input_signature=[_specs(tf, stream)])
+    def serve_segment(inputs):
+        return served_stream(_checked(tf, inputs, limit))
+
+    @tf.function(
+        input_signature=[tf.TensorSpec((), tf.int32, name="batch_size")]
+    )
+    def initial_memory(batch_size):
+        value = root.initial_memory_value
+        return {"memory": tf.tile(value[None], [batch_size, 1, 1])}
+
+    root.serve = serve
+    root.serve_segment = serve_segment
+    root.initial_memory = initial_memory
+    signatures = {
+        "serve": serve.get_concrete_function(),
+        "serve_segment": serve_segment.get_concrete_function(),
+        "initial_memory": initial_memory.get_concrete_function(),
+    }
+    signatures["serving_default"] = signatures["serve"]
+    tf.saved_model.save(root, str(path), signatures=signatures)
+    if verbose:
+        for name, function in signatures.items():
+            print(name, function.pretty_printed_signature())
+
+
+def _endpoint(archive, name, model):
+    """`model` as a TF function of a dict of inputs (jax2tf on JAX)."""
+
+    def call(inputs):
+        return model(inputs, training=False)
+
+    signature = [{x.name: _spec(x) for x in model.inputs}]
+    options = {}
+    if keras.backend.backend() == "jax":
+        # One symbol for the batch and one for the length, shared by every
+        # input, so that shapes agree inside the traced graph.
+        options["jax2tf_kwargs"] = {
+            "polymorphic_shapes": [
+                {
+                    x.name: "(" + ", ".join(_symbols(x)) + ")"
+                    for x in model.inputs
+                }
+            ]
+        }
+    return archive.add_endpoint(name, call, signature, **options)
+
+
+def _symbols(tensor):
+    if tensor.name == "memory":
+        return ["b", *map(str, tensor.shape[1:])]
+    return ["b", "t", *map(str, tensor.shape[2:])]
+
+
+def _spec(tensor):
+    return keras.InputSpec(shape=tensor.shape, dtype=tensor.dtype)
+
+
+def _specs(tf, model):
+    return {
+        x.name: tf.TensorSpec(x.shape, x.dtype, name=x.name)
+        for x in model.inputs
+    }
+
+
+def _checked(tf, inputs, limit=None):
+    """`inputs`, once their shapes are checked against each other."""
+    # Token ids first, so that messages compare the other inputs to them.
+    names = sorted(
+        (name for name in inputs if name != "memory"),
+        key=lambda name: name != "token_ids",
+    )
+    first = names[0]
+    shape = tf.shape(inputs[first])[:2]
+    checks = [
+        tf.debugging.assert_equal(
+            tf.shape(inputs[name])[:2],
+            shape,
+            message=(
+                f"`{name}` must have the batch size and length of `{first}`"
+            ),
+        )
+        for name in names[1:]
+    ]
+    if "memory" in inputs:
+        memory = inputs["memory"]
+        # Signature callers (TF Serving, `signatures[...]`) can pass any
+        # shape: the signature's own shape is not enforced.
+        expected = tf.concat([shape[:1], memory.shape[1:]], axis=0)
+        checks.append(
+            tf.debugging.assert_equal(
+                tf.shape(memory),
+                expected,
+                message=(
+                    "`memory` must have shape (batch_size, "
+                    f"{memory.shape[1]}, {memory.shape[2]}), with the batch "
+                    f"size of `{first}`"
+                ),
+            )
+        )
+    if limit is not None:
+        checks.append(
+            tf.debugging.assert_less_equal(
+                shape[1],
+                limit,
+                message=(
+                    f"serve_segment takes at most {limit} tokens per call "
+                    "(the model's segment_length): cut longer inputs into "
+                    f"segments of {limit} tokens, or call serve"
+                ),
+            )
+        )
+    with tf.control_dependencies(checks):
+        return {name: tf.identity(value) for name, value in inputs.items()}
