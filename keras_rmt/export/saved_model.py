@@ -33,6 +33,8 @@ def export_saved_model(model, path, verbose=False):
       memory that starts a stream (the model's learned memory, one copy per
       row).
 
+    The loaded object also holds `segment_length`, an int32 variable.
+
     Streaming a whole input through `serve_segment`, `segment_length` tokens
     at a time from `initial_memory`, gives the same token outputs and final
     memory as one `serve` call (with the layer's default `"left"`
@@ -121,6 +123,9 @@ def export_saved_model(model, path, verbose=False):
         initial.astype(rmt.compute_dtype), trainable=False, name="memory"
     )
     limit = rmt.segment_length
+    root.segment_length = tf.Variable(
+        limit, trainable=False, dtype=tf.int32, name="segment_length"
+    )
 
     @tf.function(input_signature=[_specs(tf, whole)])
     def serve(inputs):
@@ -233,7 +238,7 @@ def _checked(tf, inputs, limit=None):
                 limit,
                 message=(
                     f"serve_segment takes at most {limit} tokens per call "
-                    "(the model's segment_length): cut longer inputs into "
+                    f"(segment_length={limit}): cut longer inputs into "
                     f"segments of {limit} tokens, or call serve"
                 ),
             )
