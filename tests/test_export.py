@@ -198,9 +198,9 @@ def test_served_functions_refuse_bad_inputs_clearly(exported):
     with pytest.raises(
         tf.errors.InvalidArgumentError,
         match=re.escape(
-            "serve_segment takes at most 4 tokens per call (the model's "
-            "segment_length): cut longer inputs into segments of 4 tokens, "
-            "or call serve"
+            "serve_segment takes at most 4 tokens per call "
+            "(segment_length=4): cut longer inputs into segments of 4 "
+            "tokens, or call serve"
         ),
     ):
         call(token_ids=tokens5, padding_mask=tokens5)
