@@ -14,6 +14,8 @@ PUBLIC = [
     keras_rmt.layers.MemoryTokens,
     keras_rmt.layers.RecurrentSegments,
     keras_rmt.datasets.first_token_recall,
+    keras_rmt.export.export_saved_model,
+    keras_rmt.export.streaming_model,
 ]
 SHOWN_SHAPE = re.compile(r"^(\s*)(.+?)\s+# (\(.*\))$")
 

@@ -62,6 +62,8 @@ def export_saved_model(model, path, verbose=False):
 
     Example:
     ```python
+    import os, tempfile
+
     backbone = keras_hub.models.GPT2Backbone(
         vocabulary_size=100, num_layers=2, num_heads=2, hidden_dim=16,
         intermediate_dim=32, max_sequence_length=16,
@@ -78,21 +80,23 @@ def export_saved_model(model, path, verbose=False):
         rmt(inputs)["sequence_output"]
     )
     model = keras.Model(inputs, logits)
-    path = os.path.join(tempfile.mkdtemp(), "rmt")
     if keras.backend.backend() in ("tensorflow", "jax"):
+        path = os.path.join(tempfile.mkdtemp(), "rmt")
         keras_rmt.export.export_saved_model(model, path)
-    ```
-    Then, in any TensorFlow process:
-    ```python
-    served = tf.saved_model.load(path)
-    memory = served.initial_memory(batch_size=1)["memory"]
-    for start in range(0, 12, 4):
-        outputs = served.serve_segment({
-            "token_ids": tf.ones((1, 4), "int32"),
-            "padding_mask": tf.ones((1, 4), "int32"),
-            "memory": memory,
-        })
-        memory = outputs["memory"]
+
+        # Then, in any TensorFlow process:
+        import tensorflow as tf
+
+        served = tf.saved_model.load(path)
+        memory = served.initial_memory(batch_size=1)["memory"]
+        for segment in range(3):
+            outputs = served.serve_segment({
+                "token_ids": tf.ones((1, 4), "int32"),
+                "padding_mask": tf.ones((1, 4), "int32"),
+                "memory": memory,
+            })
+            memory = outputs["memory"]
+        outputs["logits"].shape  # (1, 4, 5)
     ```
     """
     backend = keras.backend.backend()

@@ -54,7 +54,9 @@ def streaming_model(model, memory_input=True):
     token_ids = keras.Input((None,), dtype="int32", name="token_ids")
     padding_mask = keras.Input((None,), dtype="int32", name="padding_mask")
     inputs = {"token_ids": token_ids, "padding_mask": padding_mask}
-    logits = keras.layers.Dense(5)(rmt(inputs)["sequence_output"])
+    logits = keras.layers.Dense(5, name="logits")(
+        rmt(inputs)["sequence_output"]
+    )
     model = keras.Model(inputs, logits)
 
     stream = keras_rmt.export.streaming_model(model)
@@ -64,7 +66,7 @@ def streaming_model(model, memory_input=True):
         "padding_mask": np.ones((1, 4), "int32"),
         "memory": memory,
     })
-    sorted(outputs)  # ['dense', 'memory']
+    sorted(outputs)  # ['logits', 'memory']
     outputs["memory"].shape  # (1, 2, 16)
     ```
     """
