@@ -35,7 +35,8 @@ def streaming_model(model, memory_input=True):
 
     Returns:
         A `keras.Model` taking a dict of `model`'s inputs, by name, with the
-        token axis of unknown length, plus `"memory"` of shape
+        token axis of unknown length (optional inputs, and an input named
+        `"memory"`, left out), plus `"memory"` of shape
         `(batch_size, num_tokens, hidden_dim)` when `memory_input` is true;
         and returning a dict of `model`'s outputs (by key, or by output name
         when `model` has a list of outputs) plus `"memory"`.
@@ -71,12 +72,17 @@ def streaming_model(model, memory_input=True):
     ```
     """
     rmt = find_recurrent_segments(model)
-    inputs = {
-        name: keras.Input(
+    # Optional inputs (as `keras_rmt.models.RMTBackbone`'s `"memory"` and
+    # `"segment_ids"`) are left out: the replay feeds them None.
+    replayed = {
+        name: None
+        if name == "memory" or _is_optional(tensor)
+        else keras.Input(
             (None, *tensor.shape[2:]), dtype=tensor.dtype, name=name
         )
         for name, tensor in _named(model.input, model.inputs)
     }
+    inputs = {k: v for k, v in replayed.items() if v is not None}
     written = {}
     memory = None
     if memory_input:
@@ -98,7 +104,7 @@ def streaming_model(model, memory_input=True):
             return _replay(layer, args[0], call)
         return layer(*args, **kwargs)
 
-    outputs = _replay(model, _in_structure(model.input, inputs), call)
+    outputs = _replay(model, _in_structure(model.input, replayed), call)
     outputs = dict(_named(outputs, keras.tree.flatten(outputs), model))
     if "memory" in outputs and outputs["memory"] is not written["memory"]:
         raise ValueError(
@@ -154,6 +160,10 @@ def _replay(model, inputs, call):
     return model._run_through_graph(
         model._standardize_inputs(inputs), call_fn=call
     )
+
+
+def _is_optional(tensor):
+    return getattr(tensor._keras_history.operation, "optional", False)
 
 
 def _named(structure, flat, model=None):
