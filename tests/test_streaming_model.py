@@ -10,14 +10,6 @@ import keras_rmt
 SEGMENT_LENGTH = 4
 
 
-def per_token_model(rmt, inputs=None):
-    inputs = inputs or text_inputs()
-    logits = keras.layers.Dense(3, name="logits")(
-        rmt(inputs)["sequence_output"]
-    )
-    return keras.Model(inputs, logits)
-
-
 def initial_memory(rmt, batch):
     return numpy(rmt.memory(np.zeros((batch, 1, rmt.hidden_dim), "float32")))
 
@@ -37,51 +29,34 @@ def stream(stream_model, rmt, inputs, output):
 
 
 def test_streaming_segments_gives_the_outputs_of_one_call():
+    # A task-like model around a model with list inputs: both are replayed.
     rmt = make_rmt("gpt2", 2, SEGMENT_LENGTH)
-    model = per_token_model(rmt)
-    # The last row is padding after 2 tokens: its memory must stand still.
-    inputs = random_batch(3, 11, lengths=[11, 6, 2])
-    expected = numpy(model(inputs))
-    expected_memory = numpy(rmt(inputs))["memory"]
-
-    logits, memory = stream(
-        keras_rmt.export.streaming_model(model), rmt, inputs, "logits"
-    )
-    np.testing.assert_allclose(logits, expected, atol=1e-6, rtol=0)
-    np.testing.assert_allclose(memory, expected_memory, atol=1e-6, rtol=0)
-
-    whole = keras_rmt.export.streaming_model(model, memory_input=False)
-    assert sorted(whole.input) == ["padding_mask", "token_ids"]
-    outputs = numpy(whole(inputs))
-    np.testing.assert_allclose(outputs["logits"], expected, atol=1e-6, rtol=0)
-    np.testing.assert_allclose(
-        outputs["memory"], expected_memory, atol=1e-6, rtol=0
-    )
-
-
-def test_nested_models_and_list_inputs_are_replayed():
-    rmt = make_rmt("bert", 2, SEGMENT_LENGTH)
     token_ids, padding_mask = text_inputs().values()
     sequence = rmt({"token_ids": token_ids, "padding_mask": padding_mask})
     inner = keras.Model([token_ids, padding_mask], sequence["sequence_output"])
-    outer_inputs = text_inputs()
-    hidden = inner([outer_inputs["token_ids"], outer_inputs["padding_mask"]])
-    outer = keras.Model(outer_inputs, {"scores": keras.layers.Dense(2)(hidden)})
-    stream_model = keras_rmt.export.streaming_model(outer)
+    inputs = text_inputs()
+    hidden = inner([inputs["token_ids"], inputs["padding_mask"]])
+    model = keras.Model(inputs, {"logits": keras.layers.Dense(3)(hidden)})
+
+    stream_model = keras_rmt.export.streaming_model(model)
     assert sorted(stream_model.input) == ["memory", "padding_mask", "token_ids"]
-    assert sorted(stream_model.output) == ["memory", "scores"]
+    assert sorted(stream_model.output) == ["logits", "memory"]
     # Every weight is shared: nothing was copied.
-    assert {id(v) for v in stream_model.weights} == {
-        id(v) for v in outer.weights
-    }
-    inputs = random_batch(2, 8, lengths=[8, 3])
-    scores, memory = stream(stream_model, rmt, inputs, "scores")
-    np.testing.assert_allclose(
-        scores, numpy(outer(inputs))["scores"], atol=1e-6, rtol=0
+    assert sorted(map(id, stream_model.weights)) == sorted(
+        map(id, model.weights)
     )
-    np.testing.assert_allclose(
-        memory, numpy(rmt(inputs))["memory"], atol=1e-6, rtol=0
+    whole = keras_rmt.export.streaming_model(model, memory_input=False)
+    assert sorted(whole.input) == ["padding_mask", "token_ids"]
+
+    # The last row is padding after 2 tokens: its memory must stand still.
+    batch = random_batch(3, 11, lengths=[11, 6, 2])
+    expected = numpy(whole(batch))
+    np.testing.assert_array_equal(
+        expected["logits"], numpy(model(batch))["logits"]
     )
+    logits, memory = stream(stream_model, rmt, batch, "logits")
+    np.testing.assert_allclose(logits, expected["logits"], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(memory, expected["memory"], atol=1e-6, rtol=0)
 
 
 def test_models_without_one_recurrent_segments_layer_are_refused():
