@@ -70,17 +70,17 @@ class RMTCausalLMPreprocessor(SegmentedPreprocessor):
 
     Example:
     ```python
-    tokenizer = keras_hub.tokenizers.WordPieceTokenizer(
-        vocabulary=["[PAD]", "[UNK]", "the", "quick", "fox"],
+    tokenizer = keras_hub.models.BertTokenizer(
+        vocabulary=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b"],
     )
     preprocessor = keras_rmt.models.RMTCausalLMPreprocessor(
-        tokenizer, segment_length=2, add_start_token=False,
-        add_end_token=False,
+        tokenizer, segment_length=4
     )
-    x, y, sample_weight = preprocessor(["the quick fox", "fox"])
-    x["token_ids"]  # [[2, 3], [4, 0]]
-    y  # [[3, 4], [0, 0]]
-    sample_weight  # [[True, True], [False, False]]
+    x, y, sample_weight = preprocessor(["a b a b a", "b"])
+    x["token_ids"].shape  # (2, 8)
+    # x["token_ids"]: [[2, 5, 6, 5, 6, 5, 0, 0], [2, 6, 0, 0, 0, 0, 0, 0]]
+    # y:              [[5, 6, 5, 6, 5, 3, 0, 0], [6, 3, 0, 0, 0, 0, 0, 0]]
+    # sample_weight: True on the first 6 and 2 positions.
     ```
     """
 
@@ -139,7 +139,9 @@ class RMTCausalLMPreprocessor(SegmentedPreprocessor):
             ids, first, count, start_ids, end_ids, width + 1, self._pad_id(), xp
         )
         mask = xp.arange(width)[None, :] < inputs[:, None]
-        x = {"token_ids": tokens[:, :-1], "padding_mask": mask}
+        # A row's last token is only a label: not an input position.
+        token_ids = xp.where(mask, tokens[:, :-1], self._pad_id())
+        x = {"token_ids": token_ids, "padding_mask": mask}
         return x, tokens[:, 1:], mask
 
     def generate_preprocess(self, x, sequence_length=None):

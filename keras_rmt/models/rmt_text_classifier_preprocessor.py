@@ -131,7 +131,8 @@ class RMTTextClassifierPreprocessor(SegmentedPreprocessor):
         tokenizer, segment_length=4,
     )
     x, y = preprocessor(["a b a", "b"], [1, 0])
-    x["token_ids"]  # [[2, 5, 6, 3, 2, 5, 3, 0], [2, 6, 3, 0, 0, 0, 0, 0]]
+    x["token_ids"].shape  # (2, 8)
+    # x["token_ids"]: [[2, 5, 6, 3, 2, 5, 3, 0], [2, 6, 3, 0, 0, 0, 0, 0]]
     ```
     """
 

@@ -299,6 +299,11 @@ class SegmentedPreprocessor(keras_hub.models.Preprocessor):
         return config
 
     @classmethod
+    def from_config(cls, config):
+        # keras-hub's from_config deserializes the tokenizer in place.
+        return super().from_config(dict(config))
+
+    @classmethod
     def from_preset(cls, preset, **kwargs):
         """Builds the preprocessor from a keras-hub preset's tokenizer.
 
