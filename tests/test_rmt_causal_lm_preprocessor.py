@@ -1,4 +1,5 @@
 import re
+import shutil
 
 import keras
 import keras_hub
@@ -258,7 +259,7 @@ def test_generate_preprocess_and_postprocess(wordpiece_tokenizer):
     np.testing.assert_array_equal(
         room["token_ids"], np.pad(prompts["token_ids"], [(0, 0), (0, 2)])
     )
-    generated = dict(room)
+    generated = {k: np.array(v) for k, v in room.items()}
     generated["token_ids"][1, 3:5] = [44, 3]
     generated["padding_mask"][1, 3:5] = True
     texts = preprocessor.generate_postprocess(generated)
@@ -295,8 +296,16 @@ def test_config_round_trip(wordpiece_tokenizer):
     )
 
 
-def test_from_preset_folder(tmp_path, gpt2_tokenizer):
-    preset = save_local_preset(tmp_path / "gpt2", "gpt2", gpt2_tokenizer)
+@pytest.fixture(scope="module")
+def bare_gpt2_preset(tmp_path_factory):
+    """A preset folder with a tiny GPT-2 backbone and no tokenizer."""
+    return save_local_preset(tmp_path_factory.mktemp("bare"), "gpt2")
+
+
+def test_from_preset_folder(tmp_path, bare_gpt2_preset, gpt2_tokenizer):
+    preset = str(tmp_path / "gpt2")
+    shutil.copytree(bare_gpt2_preset, preset)
+    gpt2_tokenizer.save_to_preset(preset)
     loaded = Preprocessor.from_preset(preset, segment_length=4)
     assert type(loaded.tokenizer) is keras_hub.models.GPT2Tokenizer
     reference = Preprocessor(gpt2_tokenizer, segment_length=4)
@@ -314,12 +323,11 @@ def test_from_preset_folder(tmp_path, gpt2_tokenizer):
     assert Preprocessor.from_preset(preset, max_length=7).max_length == 7
 
 
-def test_preset_without_tokenizer_is_an_error(tmp_path):
-    preset = save_local_preset(tmp_path / "bare", "gpt2")
+def test_preset_without_tokenizer_is_an_error(bare_gpt2_preset):
     message = (
-        f"RMTCausalLMPreprocessor.from_preset needs a tokenizer, but preset "
-        f"'{preset}' has no tokenizer.json (it holds ['config.json', "
+        "RMTCausalLMPreprocessor.from_preset needs a tokenizer, but preset "
+        f"'{bare_gpt2_preset}' has no tokenizer.json (it holds ['config.json', "
         "'metadata.json', 'model.weights.h5'])."
     )
     with pytest.raises(ValueError, match=re.escape(message)):
-        Preprocessor.from_preset(preset, segment_length=4)
+        Preprocessor.from_preset(bare_gpt2_preset, segment_length=4)

@@ -1,4 +1,5 @@
 import re
+import shutil
 
 import keras
 import keras_hub
@@ -231,35 +232,46 @@ def test_config_round_trip(wordpiece_tokenizer):
     )
 
 
-@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_layout_of_known_families():
+    layout_for_backbone = (
+        keras_rmt.models.rmt_text_classifier_preprocessor.layout_for_backbone
+    )
+    models = keras_hub.models
+    assert layout_for_backbone(models.RobertaBackbone) == "encoder"
+    assert layout_for_backbone(models.GemmaBackbone) == "decoder"
+    assert layout_for_backbone(models.ResNetBackbone) is None
+
+
+@pytest.fixture(scope="module")
+def bare_bert_preset(tmp_path_factory):
+    """A preset folder with a tiny BERT backbone and no tokenizer."""
+    return save_local_preset(tmp_path_factory.mktemp("bare"), "bert")
+
+
 def test_from_preset_folder_takes_the_layout_of_its_backbone(
-    tmp_path, family, wordpiece_tokenizer, gpt2_tokenizer
+    tmp_path, bare_bert_preset, wordpiece_tokenizer
 ):
+    preset = str(tmp_path / "bert")
+    shutil.copytree(bare_bert_preset, preset)
     # A bare WordPiece tokenizer names no family: the preset's backbone does.
-    tokenizer = keras_hub.tokenizers.WordPieceTokenizer(
+    keras_hub.tokenizers.WordPieceTokenizer(
         vocabulary=wordpiece_tokenizer.get_vocabulary()
-    )
-    preset = save_local_preset(tmp_path, family, tokenizer)
-    kwargs = {"segment_length": 4}
-    if family == "gpt2":
-        kwargs.update(add_start_token=False, add_end_token=False)
-    loaded = Preprocessor.from_preset(preset, **kwargs)
-    assert (
-        loaded.memory_layout == {"bert": "encoder", "gpt2": "decoder"}[family]
-    )
+    ).save_to_preset(preset)
+    loaded = Preprocessor.from_preset(preset, segment_length=4)
+    assert loaded.memory_layout == "encoder"
     assert type(loaded.tokenizer) is keras_hub.tokenizers.WordPieceTokenizer
-    if family == "gpt2":
-        assert_rows(loaded(["the dog"]), [[41, 50]], 4)
-    else:
-        with pytest.raises(ValueError, match=r"has start_token_id=None"):
-            loaded(["the dog"])
+    # ...and a bare tokenizer has no [CLS] to start the segments with.
+    with pytest.raises(ValueError, match=r"has start_token_id=None"):
+        loaded(["the dog"])
+    wordpiece_tokenizer.save_to_preset(preset)
+    loaded = Preprocessor.from_preset(preset, segment_length=4)
+    assert_rows(loaded(["the dog"]), [[2, 41, 50, 3]], 4)
 
 
-def test_preset_without_tokenizer_is_an_error(tmp_path):
-    preset = save_local_preset(tmp_path / "bare", "bert")
+def test_preset_without_tokenizer_is_an_error(bare_bert_preset):
     message = (
-        f"RMTTextClassifierPreprocessor.from_preset needs a tokenizer, but "
-        f"preset '{preset}' has no tokenizer.json"
+        "RMTTextClassifierPreprocessor.from_preset needs a tokenizer, but "
+        f"preset '{bare_bert_preset}' has no tokenizer.json"
     )
     with pytest.raises(ValueError, match=re.escape(message)):
-        Preprocessor.from_preset(preset, segment_length=4)
+        Preprocessor.from_preset(bare_bert_preset, segment_length=4)
