@@ -1,6 +1,6 @@
 """keras-rmt: Recurrent Memory Transformer layers for keras-hub backbones."""
 
-from keras_rmt import datasets, export, layers
+from keras_rmt import datasets, export, layers, models
 from keras_rmt.version import __version__
 
-__all__ = ["datasets", "export", "layers", "__version__"]
+__all__ = ["datasets", "export", "layers", "models", "__version__"]

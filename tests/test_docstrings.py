@@ -16,6 +16,8 @@ PUBLIC = [
     keras_rmt.datasets.first_token_recall,
     keras_rmt.export.export_saved_model,
     keras_rmt.export.streaming_model,
+    keras_rmt.models.RMTCausalLMPreprocessor,
+    keras_rmt.models.RMTTextClassifierPreprocessor,
 ]
 SHOWN_SHAPE = re.compile(r"^(\s*)(.+?)\s+# (\(.*\))$")
 
