@@ -1,5 +1,4 @@
-"""Serve an RMT from a TF SavedModel, streaming a long input segment by
-segment.
+"""Serve an RMT from a TF SavedModel, streaming long inputs by segment.
 
 Trains the tiny first-token-recall RMT of `first_token_recall.py` for a few
 seconds, exports it with `keras_rmt.export.export_saved_model` (on torch,
@@ -87,10 +86,18 @@ def serve(saved_model, requests, results):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--segments", type=int, default=50)
-    parser.add_argument("--samples", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--train-samples", type=int, default=1024)
+    parser.add_argument(
+        "--segments", type=int, default=50, help="Segments per served input."
+    )
+    parser.add_argument(
+        "--samples", type=int, default=64, help="Inputs to serve."
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=3, help="Training epochs."
+    )
+    parser.add_argument(
+        "--train-samples", type=int, default=1024, help="Training inputs."
+    )
     parser.add_argument(
         "--output-dir", help="Where to write the SavedModel (a temp folder)."
     )
