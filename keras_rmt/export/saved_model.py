@@ -5,11 +5,14 @@ TensorFlow graphs, written from Keras on the TensorFlow backend directly and
 from JAX through `jax2tf`.
 """
 
+from functools import partial
+
 import keras
 
 from keras_rmt.export.streaming_model import (
+    _is_optional,
+    _named,
     find_recurrent_segments,
-    streaming_model,
 )
 
 EXPORT_BACKENDS = ("tensorflow", "jax")
@@ -111,12 +114,21 @@ def export_saved_model(model, path, verbose=False):
     import tensorflow as tf
 
     rmt = find_recurrent_segments(model)
-    whole = streaming_model(model, memory_input=False)
-    stream = streaming_model(model, memory_input=True)
+    specs = _input_specs(model)
+    segment_specs = {
+        **specs,
+        "memory": keras.KerasTensor(
+            (None, rmt.num_memory_tokens, rmt.hidden_dim), rmt.compute_dtype
+        ),
+    }
     archive = keras.export.ExportArchive()
-    archive.track(whole)
-    served_whole = _endpoint(archive, "serve", whole)
-    served_stream = _endpoint(archive, "serve_segment", stream)
+    archive.track(model)
+    served_whole = _endpoint(
+        archive, "serve", partial(_serve, model, rmt), specs
+    )
+    served_stream = _endpoint(
+        archive, "serve_segment", partial(_serve, model, rmt), segment_specs
+    )
 
     initial = keras.ops.convert_to_numpy(
         rmt.memory(keras.ops.zeros((1, 1, rmt.hidden_dim)))
@@ -131,11 +143,11 @@ def export_saved_model(model, path, verbose=False):
         limit, trainable=False, dtype=tf.int32, name="segment_length"
     )
 
-    @tf.function(input_signature=[_specs(tf, whole)])
+    @tf.function(input_signature=[_specs(tf, specs)])
     def serve(inputs):
         return served_whole(_checked(tf, inputs))
 
-    @tf.function(input_signature=[_specs(tf, stream)])
+    @tf.function(input_signature=[_specs(tf, segment_specs)])
     def serve_segment(inputs):
         return served_stream(_checked(tf, inputs, limit))
 
@@ -161,42 +173,112 @@ def export_saved_model(model, path, verbose=False):
             print(name, function.pretty_printed_signature())
 
 
-def _endpoint(archive, name, model):
-    """`model` as a TF function of a dict of inputs (jax2tf on JAX)."""
+def _serve(model, rmt, inputs):
+    """`model`'s outputs and the memory its RecurrentSegments layer wrote.
 
-    def call(inputs):
-        return model(inputs, training=False)
+    Runs `model`'s own call, so that tasks that pick their outputs in `call`
+    (`keras_rmt.models.RMTTextClassifier`: the last segment's logits) serve
+    what they predict. While the call is traced, the layer's `call` is
+    wrapped on the instance: it reads `inputs["memory"]` when given and
+    hands its new memory out. (`keras_rmt.export.streaming_model` does the
+    same by replaying the functional graph, which skips such a `call`.)
+    """
+    inputs = dict(inputs)
+    memory = inputs.pop("memory", None)
+    layer_call, written = rmt.call, []
 
-    signature = [{x.name: _spec(x) for x in model.inputs}]
+    def call(layer_inputs, training=None):
+        if memory is not None:
+            layer_inputs = {**layer_inputs, "memory": memory}
+        outputs = layer_call(layer_inputs, training=training)
+        written.append(outputs["memory"])
+        return outputs
+
+    # `object.__setattr__`: a plain attribute, outside Keras' tracking.
+    object.__setattr__(rmt, "call", call)
+    try:
+        outputs = model(_arranged(model, inputs), training=False)
+    finally:
+        object.__delattr__(rmt, "call")
+    if len(written) != 1:
+        raise ValueError(
+            "Export needs a model that calls its RecurrentSegments layer "
+            f"once per call. Received: {len(written)} calls of "
+            f"{rmt.name!r} in model {model.name!r}"
+        )
+    outputs = _named_outputs(model, outputs)
+    if "memory" in outputs and outputs["memory"] is not written[0]:
+        raise ValueError(
+            "The model already has an output named 'memory' that is not the "
+            "memory of its RecurrentSegments layer. Rename that output. "
+            f"Received: model outputs {sorted(outputs)}"
+        )
+    return {**outputs, "memory": written[0]}
+
+
+def _named_inputs(model):
+    return _named(model.input, model.inputs)
+
+
+def _named_outputs(model, outputs):
+    return dict(_named(outputs, keras.tree.flatten(outputs), model))
+
+
+def _input_specs(model):
+    """The inputs to serve: the model's, optional ones (and the layer's
+    `"memory"`) left out, with batch size and length unknown."""
+    return {
+        name: keras.KerasTensor((None, None, *x.shape[2:]), x.dtype)
+        for name, x in _named_inputs(model)
+        if name != "memory" and not _is_optional(x)
+    }
+
+
+def _arranged(model, inputs):
+    """`inputs`, by name, in `model`'s input structure (None where absent)."""
+    by_name = {name: inputs.get(name) for name, _ in _named_inputs(model)}
+    if isinstance(model.input, dict):
+        return by_name
+    values = list(by_name.values())
+    return values if isinstance(model.input, (list, tuple)) else values[0]
+
+
+def _endpoint(archive, name, function, specs):
+    """`function` of a dict of inputs as a TF function (jax2tf on JAX)."""
+    signature = [
+        {
+            key: keras.InputSpec(shape=x.shape, dtype=x.dtype)
+            for key, x in specs.items()
+        }
+    ]
     options = {}
     if keras.backend.backend() == "jax":
         # One symbol for the batch and one for the length, shared by every
         # input, so that shapes agree inside the traced graph.
         options["jax2tf_kwargs"] = {
             "polymorphic_shapes": [
-                {
-                    x.name: "(" + ", ".join(_symbols(x)) + ")"
-                    for x in model.inputs
-                }
+                {key: _symbols(key, x) for key, x in specs.items()}
             ]
         }
+
+    def call(inputs):
+        return function(inputs)
+
     return archive.add_endpoint(name, call, signature, **options)
 
 
-def _symbols(tensor):
-    if tensor.name == "memory":
-        return ["b", *map(str, tensor.shape[1:])]
-    return ["b", "t", *map(str, tensor.shape[2:])]
+def _symbols(name, tensor):
+    if name == "memory":
+        dims = ["b", *map(str, tensor.shape[1:])]
+    else:
+        dims = ["b", "t", *map(str, tensor.shape[2:])]
+    return "(" + ", ".join(dims) + ")"
 
 
-def _spec(tensor):
-    return keras.InputSpec(shape=tensor.shape, dtype=tensor.dtype)
-
-
-def _specs(tf, model):
+def _specs(tf, specs):
     return {
-        x.name: tf.TensorSpec(x.shape, x.dtype, name=x.name)
-        for x in model.inputs
+        name: tf.TensorSpec(x.shape, x.dtype, name=name)
+        for name, x in specs.items()
     }
 
 
