@@ -16,7 +16,11 @@ def streaming_model(model, memory_input=True):
     `"memory"` input; the memory that call returns becomes an extra
     `"memory"` output. Nested functional models (a task around a backbone)
     are replayed too. The rebuilt model shares every layer, and so every
-    weight, with `model`; nothing is copied or retrained.
+    weight, with `model`; nothing is copied or retrained. What is replayed
+    is the graph: a subclass whose `call` changes the graph's outputs
+    (`keras_rmt.models.RMTTextClassifier` picks each row's last segment)
+    gets the graph's outputs here; `keras_rmt.export.export_saved_model`
+    serves the model's own `call`.
 
     With the initial memory as `"memory"`, the rebuilt model's other outputs
     equal `model`'s. Feeding each call's `"memory"` output into the next call
