@@ -31,7 +31,9 @@ def test_reading_in_pieces_with_memory_equals_reading_at_once(family):
         whole["sequence_output"],
         atol=1e-5,
     )
-    np.testing.assert_allclose(numpy(rest["memory"]), whole["memory"], atol=1e-5)
+    np.testing.assert_allclose(
+        numpy(rest["memory"]), whole["memory"], atol=1e-5
+    )
 
 
 def test_outputs_are_the_layers_and_segment_ids_default_to_zeros():
@@ -45,9 +47,7 @@ def test_outputs_are_the_layers_and_segment_ids_default_to_zeros():
     }
     got = numpy(backbone(_tensors(batch)))
     with_zeros = numpy(
-        backbone(
-            _tensors({**batch, "segment_ids": np.zeros((2, 9), "int32")})
-        )
+        backbone(_tensors({**batch, "segment_ids": np.zeros((2, 9), "int32")}))
     )
     layer = numpy(backbone.recurrent_segments(_tensors(batch)))
     for name in ("sequence_output", "memory"):

@@ -8,6 +8,7 @@ from conftest import (
     make_rmt_backbone,
     numpy,
     random_batch,
+    save_local_preset,
 )
 
 import keras_rmt
@@ -81,17 +82,13 @@ def test_each_segments_loss_is_reported(evaluated):
 def test_fit_with_a_labels_mask_trains_the_answer_tokens_only():
     # The last token's label is the first token, two segments back; the
     # labels mask keeps the loss on that answer alone.
-    inputs, keys = keras_rmt.datasets.first_token_recall(
-        64, num_keys=4, seed=0
-    )
+    inputs, keys = keras_rmt.datasets.first_token_recall(64, num_keys=4, seed=0)
     labels = np.zeros_like(inputs["token_ids"])
     labels[:, -1] = keys + 2
     weights = np.zeros(labels.shape, "float32")
     weights[:, -1] = 1.0
     causal_lm = _causal_lm()
-    causal_lm.compile(
-        optimizer=keras.optimizers.Adam(1e-2), segment_metrics=3
-    )
+    causal_lm.compile(optimizer=keras.optimizers.Adam(1e-2), segment_metrics=3)
     history = causal_lm.fit(
         inputs,
         labels,
@@ -168,9 +165,7 @@ def test_generation_steps_give_the_recomputed_logits(generation):
     token_ids = keras.ops.convert_to_tensor(expected)
     for step in range(3, 14):
         got, _, cache = causal_lm.next_logits(token_ids, cache, step)
-        np.testing.assert_allclose(
-            numpy(got), logits[:, step - 3], atol=1e-5
-        )
+        np.testing.assert_allclose(numpy(got), logits[:, step - 3], atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -212,7 +207,8 @@ def test_train_memory_only_changes_memory_and_nothing_else():
     causal_lm.fit(batch, batch["token_ids"], epochs=2, verbose=0)
     for got, expected in zip(causal_lm.backbone.backbone.weights, before):
         np.testing.assert_array_equal(numpy(got), expected)
-    assert np.abs(numpy(causal_lm.backbone.memory.memory) - memory_before).min() > 0
+    change = numpy(causal_lm.backbone.memory.memory) - memory_before
+    assert np.abs(change).min() > 0
 
 
 def test_keras_file_round_trip_gives_identical_outputs(tmp_path):
@@ -273,3 +269,51 @@ def test_refuses_backbones_it_cannot_use():
         _causal_lm("bert")
     with pytest.raises(ValueError, match="segment_metrics=-1"):
         _causal_lm().compile(segment_metrics=-1)
+
+
+def _texts(count, seed):
+    """Documents whose last word repeats their first, 9 or 10 tokens long.
+
+    Two segments of 8 each: one compiled shape for the whole test.
+    """
+    rng = np.random.default_rng(seed)
+    texts = []
+    for _ in range(count):
+        words = list(rng.choice(["the", "fox", "dog"], 6))
+        texts.append(" ".join(words + words[:1]))
+    return texts
+
+
+def test_fit_predict_evaluate_and_generate_from_raw_strings(
+    tmp_path, gpt2_tokenizer
+):
+    preset = save_local_preset(tmp_path / "gpt2", "gpt2", gpt2_tokenizer)
+    causal_lm = keras_rmt.models.RMTCausalLM.from_preset(
+        preset, num_memory_tokens=2, segment_length=8
+    )
+    assert isinstance(
+        causal_lm.preprocessor, keras_rmt.models.RMTCausalLMPreprocessor
+    )
+    texts = _texts(32, seed=0)
+    causal_lm.compile(optimizer=keras.optimizers.Adam(1e-2))
+    history = causal_lm.fit(texts, batch_size=8, epochs=3, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0] - 0.5
+
+    x, y, weights = (numpy(t) for t in causal_lm.preprocessor(texts))
+    logits = causal_lm.predict(texts, batch_size=32, verbose=0)
+    np.testing.assert_allclose(logits, numpy(causal_lm(x)), atol=1e-5)
+    losses = _cross_entropy(logits, y)
+    logs = causal_lm.evaluate(texts, batch_size=32, return_dict=True, verbose=0)
+    np.testing.assert_allclose(
+        logs["loss"], (losses * weights).sum() / weights.sum(), rtol=1e-5
+    )
+
+    causal_lm.compile(sampler="greedy")
+    prompts = ["the quick", "fox"]
+    generated = causal_lm.generate(prompts, max_length=24)
+    for prompt, text in zip(prompts, generated):
+        assert text.startswith(prompt)
+    causal_lm.save_to_preset(tmp_path / "rmt")
+    restored = keras_rmt.models.RMTCausalLM.from_preset(str(tmp_path / "rmt"))
+    restored.compile(sampler="greedy")
+    assert restored.generate(prompts, max_length=24) == generated

@@ -8,6 +8,7 @@ from conftest import (
     make_rmt_backbone,
     numpy,
     random_batch,
+    save_local_preset,
 )
 
 import keras_rmt
@@ -135,7 +136,8 @@ def test_from_keras_hub_preset_and_preset_round_trip(tmp_path):
         segment_length=4,
     )
     assert classifier.backbone.memory_layout == "encoder"
-    for got, expected in zip(classifier.backbone.backbone.weights, bert.weights):
+    inner = classifier.backbone.backbone
+    for got, expected in zip(inner.weights, bert.weights):
         np.testing.assert_array_equal(numpy(got), numpy(expected))
     classifier.save_to_preset(tmp_path / "rmt")
     restored = keras_rmt.models.RMTTextClassifier.from_preset(
@@ -171,3 +173,49 @@ def test_bad_configurations_are_refused(tmp_path):
             num_memory_tokens=2,
             segment_length=4,
         )
+
+
+WORDS = ["the", "fox", "dog", "quick", "brown", "lazy", "over"]
+
+
+def test_fit_predict_evaluate_from_raw_strings(tmp_path, wordpiece_tokenizer):
+    # The class is the first word; it sits in the first of three segments.
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 32)
+    texts = [
+        " ".join([WORDS[label]] + list(rng.choice(WORDS[3:], 7)))
+        for label in labels
+    ]
+    preset = save_local_preset(tmp_path / "bert", "bert", wordpiece_tokenizer)
+    classifier = keras_rmt.models.RMTTextClassifier.from_preset(
+        preset, num_classes=3, num_memory_tokens=2, segment_length=5
+    )
+    preprocessor = classifier.preprocessor
+    assert isinstance(
+        preprocessor, keras_rmt.models.RMTTextClassifierPreprocessor
+    )
+    assert preprocessor.memory_layout == "encoder"
+    x, _ = preprocessor(texts[:1], labels[:1])
+    assert numpy(x["token_ids"]).shape == (1, 15)
+    classifier.compile(optimizer=keras.optimizers.Adam(1e-2))
+    history = classifier.fit(texts, labels, batch_size=8, epochs=4, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+
+    predictions = classifier.predict(texts, batch_size=32, verbose=0)
+    x, _ = preprocessor(texts, labels)
+    np.testing.assert_allclose(
+        predictions, numpy(classifier(numpy(x))), atol=1e-5
+    )
+    logs = classifier.evaluate(
+        texts, labels, batch_size=32, return_dict=True, verbose=0
+    )
+    expected = -_log_softmax(predictions)[np.arange(32), labels].mean()
+    np.testing.assert_allclose(logs["loss"], expected, rtol=1e-4)
+
+    classifier.save_to_preset(tmp_path / "rmt")
+    restored = keras_rmt.models.RMTTextClassifier.from_preset(
+        str(tmp_path / "rmt")
+    )
+    np.testing.assert_array_equal(
+        restored.predict(texts, batch_size=32, verbose=0), predictions
+    )

@@ -105,8 +105,9 @@ class SegmentLosses(keras.metrics.Metric):
             positions = positions + offsets[:, None]
         # (batch, tokens, num_segments): which reported segment holds a token;
         # all zeros beyond the last one.
-        membership = ops.one_hot(
-            positions // self.segment_length, self.num_segments
+        membership = ops.equal(
+            (positions // self.segment_length)[..., None],
+            ops.arange(self.num_segments, dtype="int32"),
         )
         weights = ops.cast(membership, self.dtype) * sample_weight[..., None]
         self.totals.assign_add(

@@ -65,7 +65,8 @@ class RMTBackbone(keras_hub.models.Backbone):
     Inputs:
         `"token_ids"` and `"padding_mask"`, `(batch_size, tokens)`; where the
         wrapped backbone takes them, `"segment_ids"` (optional, zeros when
-        left out); and the optional `"memory"`, `(batch_size, num_memory_tokens, hidden_dim)`.
+        left out); and the optional `"memory"`,
+        `(batch_size, num_memory_tokens, hidden_dim)`.
 
     Outputs:
         A dict with `"sequence_output"`, `(batch_size, tokens, hidden_dim)`,
@@ -80,7 +81,7 @@ class RMTBackbone(keras_hub.models.Backbone):
     backbone = keras_rmt.models.RMTBackbone(
         gpt2, num_memory_tokens=2, segment_length=8
     )
-    ids = np.ones((1, 24), "int32")
+    ids = keras.ops.ones((1, 24), "int32")
     first = backbone({"token_ids": ids[:, :16], "padding_mask": ids[:, :16]})
     rest = backbone({
         "token_ids": ids[:, 16:],

@@ -9,6 +9,7 @@ from keras_hub.src.utils.tensor_utils import any_equal
 from keras_rmt.layers.recurrent_segments import RecurrentSegments
 from keras_rmt.metrics.segment_losses import SegmentLosses
 from keras_rmt.models.rmt_backbone import RMTBackbone
+from keras_rmt.models.rmt_causal_lm_preprocessor import RMTCausalLMPreprocessor
 from keras_rmt.models.rmt_presets import load_rmt_task
 
 # Per-segment losses reported when neither compile() nor a preprocessor's
@@ -63,9 +64,10 @@ class RMTCausalLM(keras_hub.models.CausalLM):
         vocabulary_size=100, num_layers=2, num_heads=2, hidden_dim=16,
         intermediate_dim=32, max_sequence_length=16,
     )
-    causal_lm = keras_rmt.models.RMTCausalLM(
-        keras_rmt.models.RMTBackbone(gpt2, num_memory_tokens=2, segment_length=8)
+    backbone = keras_rmt.models.RMTBackbone(
+        gpt2, num_memory_tokens=2, segment_length=8
     )
+    causal_lm = keras_rmt.models.RMTCausalLM(backbone)
     x = {
         "token_ids": np.ones((2, 24), "int32"),
         "padding_mask": np.ones((2, 24), "int32"),
@@ -74,10 +76,11 @@ class RMTCausalLM(keras_hub.models.CausalLM):
     causal_lm.fit(x, np.ones((2, 24), "int32"), verbose=0)
     causal_lm.compile(sampler="greedy")
     prompt = {
-        "token_ids": np.ones((1, 30), "int32"),
-        "padding_mask": (np.arange(30) < 5)[None].astype("int32"),
+        "token_ids": np.ones((1, 12), "int32"),
+        "padding_mask": (np.arange(12) < 5)[None].astype("int32"),
     }
-    causal_lm.generate(prompt, stop_token_ids=None)["token_ids"].shape  # (1, 30)
+    output = causal_lm.generate(prompt, stop_token_ids=None)
+    output["token_ids"].shape  # (1, 12)
     ```
 
     Reference:
@@ -85,7 +88,7 @@ class RMTCausalLM(keras_hub.models.CausalLM):
     """
 
     backbone_cls = RMTBackbone
-    preprocessor_cls = None
+    preprocessor_cls = RMTCausalLMPreprocessor
 
     def __init__(self, backbone, preprocessor=None, **kwargs):
         _check_decoder_backbone(backbone)
@@ -210,6 +213,11 @@ class RMTCausalLM(keras_hub.models.CausalLM):
         """
         return load_rmt_task(cls, preset, load_weights=load_weights, **kwargs)
 
+    @classmethod
+    def preprocessor_kwargs_for(cls, backbone):
+        """Preprocessor arguments that `from_preset` takes from `backbone`."""
+        return {}
+
     # === Generation ===
 
     def make_generate_function(self):
@@ -255,7 +263,8 @@ class RMTCausalLM(keras_hub.models.CausalLM):
         """
         lengths = ops.sum(ops.cast(padding_mask, "int32"), axis=-1)
         index = ops.min(lengths)
-        full_segments = ops.maximum(index - 1, 0) // self.backbone.segment_length
+        length = self.backbone.segment_length
+        full_segments = ops.maximum(index - 1, 0) // length
         memory = self._read_segments(token_ids, full_segments)
         return (memory, memory), index
 

@@ -3,9 +3,11 @@
 import keras_hub
 from keras_hub.src.utils.preset_utils import get_preset_loader
 
-from keras_rmt.models.rmt_backbone import RMTBackbone
-from keras_rmt.models.rmt_backbone import check_no_rmt_kwargs
-from keras_rmt.models.rmt_backbone import split_rmt_kwargs
+from keras_rmt.models.rmt_backbone import (
+    RMTBackbone,
+    check_no_rmt_kwargs,
+    split_rmt_kwargs,
+)
 
 
 def load_rmt_task(cls, preset, load_weights=True, **kwargs):
@@ -36,7 +38,9 @@ def load_rmt_task(cls, preset, load_weights=True, **kwargs):
             None
             if cls.preprocessor_cls is None
             else cls.preprocessor_cls(
-                tokenizer=tokenizer, segment_length=backbone.segment_length
+                tokenizer=tokenizer,
+                segment_length=backbone.segment_length,
+                **cls.preprocessor_kwargs_for(backbone),
             )
         )
     return cls(backbone=backbone, **kwargs)

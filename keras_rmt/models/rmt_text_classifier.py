@@ -4,6 +4,9 @@ from keras import ops
 
 from keras_rmt.models.rmt_backbone import RMTBackbone
 from keras_rmt.models.rmt_presets import load_rmt_task
+from keras_rmt.models.rmt_text_classifier_preprocessor import (
+    RMTTextClassifierPreprocessor,
+)
 from keras_rmt.utils import segmentation
 
 SEGMENT_LOSSES = ("last", "mean")
@@ -52,10 +55,10 @@ class RMTTextClassifier(keras_hub.models.TextClassifier):
         vocabulary_size=100, num_layers=2, num_heads=2, hidden_dim=16,
         intermediate_dim=32, max_sequence_length=16,
     )
-    classifier = keras_rmt.models.RMTTextClassifier(
-        keras_rmt.models.RMTBackbone(bert, num_memory_tokens=2, segment_length=8),
-        num_classes=3,
+    backbone = keras_rmt.models.RMTBackbone(
+        bert, num_memory_tokens=2, segment_length=8
     )
+    classifier = keras_rmt.models.RMTTextClassifier(backbone, num_classes=3)
     x = {
         "token_ids": np.ones((2, 40), "int32"),
         "padding_mask": np.ones((2, 40), "int32"),
@@ -69,7 +72,7 @@ class RMTTextClassifier(keras_hub.models.TextClassifier):
     """
 
     backbone_cls = RMTBackbone
-    preprocessor_cls = None
+    preprocessor_cls = RMTTextClassifierPreprocessor
 
     def __init__(
         self,
@@ -118,7 +121,12 @@ class RMTTextClassifier(keras_hub.models.TextClassifier):
 
         # === Functional Model ===
         inputs = {
-            name: keras.Input(shape=(None,), dtype="int32", name=name)
+            name: keras.Input(
+                shape=(None,),
+                dtype="int32",
+                name=name,
+                optional=name in backbone.extra_input_names,
+            )
             for name in (
                 "token_ids",
                 "padding_mask",
@@ -142,7 +150,18 @@ class RMTTextClassifier(keras_hub.models.TextClassifier):
         self.dropout = dropout
         self.segment_loss = segment_loss
 
+    def __call__(self, inputs, *args, **kwargs):
+        return super().__call__(self._fill_optional(inputs), *args, **kwargs)
+
+    def _fill_optional(self, inputs):
+        """Keras wants optional inputs passed as None; let callers omit them."""
+        if not isinstance(inputs, dict):
+            return inputs
+        names = self.backbone.extra_input_names
+        return {**{name: None for name in names}, **inputs}
+
     def call(self, inputs, training=None, mask=None):
+        inputs = self._fill_optional(inputs)
         segment_logits = super().call(inputs, training=training, mask=mask)
         if training and self.segment_loss == "mean":
             return segment_logits
@@ -205,6 +224,11 @@ class RMTTextClassifier(keras_hub.models.TextClassifier):
         return config
 
     @classmethod
+    def preprocessor_kwargs_for(cls, backbone):
+        """Preprocessor arguments that `from_preset` takes from `backbone`."""
+        return {"memory_layout": backbone.memory_layout}
+
+    @classmethod
     def from_preset(cls, preset, load_weights=True, **kwargs):
         """Builds the task from a preset.
 
@@ -252,7 +276,8 @@ class _SegmentFeatures(keras.layers.Layer):
         self.token = token
 
     def _lengths_and_offsets(self, padding_mask):
-        lengths = ops.sum(ops.cast(padding_mask != 0, "int32"), axis=1)
+        padding_mask = ops.cast(padding_mask, "int32")
+        lengths = ops.sum(padding_mask, axis=1)
         offsets = segmentation.row_offsets(
             padding_mask, self.segment_length, self.alignment
         )
@@ -285,9 +310,7 @@ class _SegmentFeatures(keras.layers.Layer):
             ops.arange(count, dtype="int32")[None] * self.segment_length
             - offsets[:, None]
         )
-        return (starts < lengths[:, None]) & (
-            starts + self.segment_length > 0
-        )
+        return (starts < lengths[:, None]) & (starts + self.segment_length > 0)
 
     def last_segment(self, per_segment, padding_mask):
         """(batch, segments, ...) -> (batch, ...): each row's last segment."""
