@@ -8,6 +8,10 @@ from keras_hub.src.utils.tensor_utils import any_equal
 
 from keras_rmt.layers.recurrent_segments import RecurrentSegments
 from keras_rmt.metrics.segment_losses import SegmentLosses
+from keras_rmt.models.gpt2_segment_cache import (
+    GPT2SegmentCache,
+    supports_segment_cache,
+)
 from keras_rmt.models.rmt_backbone import RMTBackbone
 from keras_rmt.models.rmt_causal_lm_preprocessor import RMTCausalLMPreprocessor
 from keras_rmt.models.rmt_presets import load_rmt_task
@@ -45,8 +49,9 @@ class RMTCausalLM(keras_hub.models.CausalLM):
     its memory is written and generation goes on in a new segment, so the
     generated length is not bounded by the backbone's position table.
     Generation reads the stream in segments that start at its first token,
-    whatever the backbone's `alignment`. Within a segment each step runs the
-    segment again (no key/value cache).
+    whatever the backbone's `alignment`. Within a segment, GPT-2 backbones
+    (with `memory_attention="backbone"`) keep a key/value cache, so a step
+    runs one token; other backbones run the segment again at each step.
 
     Args:
         backbone: `keras_rmt.models.RMTBackbone` over a causal (decoder)
@@ -73,7 +78,6 @@ class RMTCausalLM(keras_hub.models.CausalLM):
         "padding_mask": np.ones((2, 24), "int32"),
     }
     causal_lm.predict(x, verbose=0).shape  # (2, 24, 100)
-    causal_lm.fit(x, np.ones((2, 24), "int32"), verbose=0)
     causal_lm.compile(sampler="greedy")
     prompt = {
         "token_ids": np.ones((1, 12), "int32"),
@@ -257,16 +261,22 @@ class RMTCausalLM(keras_hub.models.CausalLM):
     def start_generation(self, token_ids, padding_mask):
         """Reads the whole segments before the first generated position.
 
-        Returns the sampler's cache (the memory to read in the current
-        segment and the memory written last; both the same here) and the
-        first index to generate at: the shortest prompt's length.
+        Returns the sampler's cache and the first index to generate at: the
+        shortest prompt's length. The cache holds the memory to read in the
+        current segment and the memory written last (both the same here),
+        plus, with a key/value cache, that cache and the segment it holds.
         """
         lengths = ops.sum(ops.cast(padding_mask, "int32"), axis=-1)
         index = ops.min(lengths)
         length = self.backbone.segment_length
         full_segments = ops.maximum(index - 1, 0) // length
         memory = self._read_segments(token_ids, full_segments)
-        return (memory, memory), index
+        segment_cache = self._segment_cache()
+        if segment_cache is None:
+            return (memory, memory), index
+        batch = ops.shape(token_ids)[0]
+        no_segment = ops.convert_to_tensor(-1, "int32")
+        return (memory, memory, segment_cache.empty(batch), no_segment), index
 
     def next_logits(self, prompt, cache, index):
         """The sampler's step: logits for the token at `index`.
@@ -275,6 +285,8 @@ class RMTCausalLM(keras_hub.models.CausalLM):
         it. At the first position of a segment, the memory written by the
         run that ended the previous segment becomes the memory to read.
         """
+        if self._segment_cache() is not None:
+            return self._next_logits_cached(prompt, cache, index)
         memory, written = cache
         length = self.backbone.segment_length
         batch = ops.shape(prompt)[0]
@@ -302,6 +314,56 @@ class RMTCausalLM(keras_hub.models.CausalLM):
         if not self.backbone.carry_memory:
             written = self._initial_memory(batch)
         return logits, hidden, (memory, written)
+
+    def _next_logits_cached(self, prompt, cache, index):
+        """`next_logits` with a key/value cache inside the segment."""
+        segment_cache = self._segment_cache()
+        memory, written, kv_cache, cached_segment = cache
+        length = self.backbone.segment_length
+        batch = ops.shape(prompt)[0]
+        position = ops.maximum(index - 1, 0)
+        segment_index = position // length
+        start = segment_index * length
+        offset = position - start
+        entering = segment_index != cached_segment
+        memory = ops.where(entering, written, memory)
+
+        def enter():
+            padded = ops.concatenate(
+                [prompt, ops.zeros((batch, length), prompt.dtype)], axis=1
+            )
+            segment = ops.slice(padded, [0, start], [batch, length])
+            outputs, new_cache = segment_cache.enter(
+                memory, segment, segment_cache.empty(batch)
+            )
+            hidden = ops.slice(
+                outputs, [0, offset, 0], [batch, 1, self.backbone.hidden_dim]
+            )
+            return hidden[:, 0], new_cache
+
+        def step():
+            token = ops.slice(prompt, [0, position], [batch, 1])
+            outputs, new_cache = segment_cache.step(token, offset, kv_cache)
+            return outputs[:, 0], new_cache
+
+        hidden, kv_cache = ops.cond(entering, enter, step)
+        logits = self.backbone.token_embedding(hidden, reverse=True)
+        if self.backbone.carry_memory:
+            written = ops.cond(
+                offset == length - 1,
+                lambda: ops.cast(
+                    segment_cache.write(memory, kv_cache), written.dtype
+                ),
+                lambda: written,
+            )
+        else:
+            written = self._initial_memory(batch)
+        return logits, hidden, (memory, written, kv_cache, segment_index)
+
+    def _segment_cache(self):
+        if not supports_segment_cache(self.backbone):
+            return None
+        return GPT2SegmentCache(self.backbone)
 
     def _read_segments(self, token_ids, count):
         """Memory after the first `count` segments, all holding tokens."""
