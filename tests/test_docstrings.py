@@ -16,6 +16,10 @@ PUBLIC = [
     keras_rmt.datasets.first_token_recall,
     keras_rmt.models.RMTCausalLMPreprocessor,
     keras_rmt.models.RMTTextClassifierPreprocessor,
+    keras_rmt.models.RMTBackbone,
+    keras_rmt.models.RMTCausalLM,
+    keras_rmt.models.RMTTextClassifier,
+    keras_rmt.metrics.SegmentLosses,
 ]
 SHOWN_SHAPE = re.compile(r"^(\s*)(.+?)\s+# (\(.*\))$")
 
