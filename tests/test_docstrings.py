@@ -14,6 +14,8 @@ PUBLIC = [
     keras_rmt.layers.MemoryTokens,
     keras_rmt.layers.RecurrentSegments,
     keras_rmt.datasets.first_token_recall,
+    keras_rmt.export.export_saved_model,
+    keras_rmt.export.streaming_model,
     keras_rmt.models.RMTCausalLMPreprocessor,
     keras_rmt.models.RMTTextClassifierPreprocessor,
     keras_rmt.models.RMTBackbone,
