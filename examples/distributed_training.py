@@ -121,10 +121,13 @@ def make_dataset(num_samples, batch_size, seed=0):
 
     def rows():
         for ids, label, length in zip(inputs["token_ids"], labels, lengths):
-            yield {
-                "token_ids": ids[:length],
-                "padding_mask": np.ones(length, "int32"),
-            }, label
+            yield (
+                {
+                    "token_ids": ids[:length],
+                    "padding_mask": np.ones(length, "int32"),
+                },
+                label,
+            )
 
     dataset = tf.data.Dataset.from_generator(
         rows,
@@ -136,7 +139,9 @@ def make_dataset(num_samples, batch_size, seed=0):
             tf.TensorSpec((), tf.int32),
         ),
     )
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_samples))
+    dataset = dataset.apply(
+        tf.data.experimental.assert_cardinality(num_samples)
+    )
     dataset = keras_rmt.distribution.pad_to_segments(
         dataset, SEGMENT_LENGTH, MAX_SEGMENTS
     )
@@ -170,8 +175,14 @@ def make_distribution(engine, model_parallel=2):
 
 def build_distributed_model(distribution):
     """Builds the model in the distribution's or strategy's scope."""
-    # Static shapes and XLA: what a TPUStrategy needs, checked here on CPU.
-    jit_compile = "auto" if keras.backend.backend() == "jax" else True
+    jit_compile = "auto"  # JAX always compiles with XLA.
+    if keras.backend.backend() == "tensorflow":
+        # XLA on static shapes, as a TPUStrategy runs it. XLA cannot reach
+        # variables mirrored on logical CPU devices (see "tf.Variable on a
+        # different device" in tensorflow.org/xla/known_issues), so the
+        # simulated devices run the same graph without it.
+        devices = distribution.extended.worker_devices
+        jit_compile = not all("CPU" in device for device in devices)
     with distribution.scope():
         return build_model(jit_compile=jit_compile)
 
@@ -181,10 +192,8 @@ def main(args):
     per_replica = keras_rmt.distribution.check_batch_size(
         args.batch_size, distribution
     )
-    print(
-        f"{args.engine}: {keras_rmt.distribution.data_parallel_size(distribution)}"
-        f" data-parallel replicas, {per_replica} rows each"
-    )
+    replicas = keras_rmt.distribution.data_parallel_size(distribution)
+    print(f"{args.engine}: {replicas} replicas, {per_replica} rows each")
     model = build_distributed_model(distribution)
     train = make_dataset(args.train_samples, args.batch_size, seed=0)
     test = make_dataset(256, args.batch_size, seed=1)

@@ -84,6 +84,7 @@ def check_tensorflow(ex, report, output_dir):
 
     dataset = ex.make_dataset(BATCH_SIZE, BATCH_SIZE)
     report["devices"] = [d.name for d in tf.config.list_logical_devices()]
+    # One device with XLA: the static-shape step compiles as on a TPU.
     report["single"] = losses(ex.build_model(jit_compile=True), dataset)
 
     strategy = ex.make_distribution("tf-mirrored")

@@ -4,10 +4,11 @@ The only package, with `export`, that reads the backend: `keras.distribution`
 is used on JAX and `tf.distribute` on TensorFlow.
 """
 
-from keras_rmt.distribution.batch_size import check_batch_size
-from keras_rmt.distribution.batch_size import data_parallel_size
-from keras_rmt.distribution.model_parallel import device_mesh
-from keras_rmt.distribution.model_parallel import get_layout_map
+from keras_rmt.distribution.batch_size import (
+    check_batch_size,
+    data_parallel_size,
+)
+from keras_rmt.distribution.model_parallel import device_mesh, get_layout_map
 from keras_rmt.distribution.pad_to_segments import pad_to_segments
 
 __all__ = [

@@ -159,8 +159,6 @@ def get_layout_map(
     )
     embeddings = layout_map["token_embedding/embeddings"]
     hidden_axis = None if embeddings is None else embeddings.axes[-1]
-    memory_path = (
-        rf"(.*/)?{re.escape(memory_name)}(_\d+)?/{MEMORY_WEIGHT}"
-    )
+    memory_path = rf"(.*/)?{re.escape(memory_name)}(_\d+)?/{MEMORY_WEIGHT}"
     layout_map[memory_path] = (None, hidden_axis)
     return layout_map
