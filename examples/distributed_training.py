@@ -88,6 +88,7 @@ def build_model(seed=1, jit_compile="auto"):
         backbone,
         memory=keras_rmt.layers.MemoryTokens(num_tokens=2),
         segment_length=SEGMENT_LENGTH,
+        memory_layout="decoder",
     )
     inputs = {
         "token_ids": keras.Input((None,), dtype="int32", name="token_ids"),
