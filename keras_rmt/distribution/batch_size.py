@@ -17,6 +17,14 @@ def data_parallel_size(distribution=None):
         int. The size of the mesh's batch axis
         (`keras.distribution.DataParallel`, `ModelParallel`), or the
         strategy's `num_replicas_in_sync`; 1 without distribution.
+
+    Example:
+    ```python
+    import tensorflow as tf
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    keras_rmt.distribution.data_parallel_size(strategy)  # 1
+    ```
     """
     if distribution is None:
         distribution = _current_distribution()
@@ -53,6 +61,13 @@ def check_batch_size(batch_size, distribution=None):
 
     Returns:
         int. The batch size of each replica.
+
+    Example:
+    ```python
+    distribution = keras.distribution.DataParallel()  # JAX, 4 devices
+    keras_rmt.distribution.check_batch_size(32, distribution)  # 8
+    keras_rmt.distribution.check_batch_size(6, distribution)  # ValueError
+    ```
     """
     replicas = data_parallel_size(distribution)
     if not isinstance(batch_size, int) or batch_size < 1:

@@ -37,6 +37,15 @@ def device_mesh(shape, axis_names=("batch", "model"), devices=None):
 
     Returns:
         A `keras.distribution.DeviceMesh`.
+
+    Example:
+    ```python
+    # On JAX with 4 devices (on a CPU: XLA_FLAGS=
+    # --xla_force_host_platform_device_count=4 before JAX starts).
+    mesh = keras_rmt.distribution.device_mesh((2, 2), ("batch", "model"))
+    mesh.shape  # (2, 2)
+    keras_rmt.distribution.device_mesh((2, 4))  # ValueError: needs 8 devices
+    ```
     """
     _require_jax("device_mesh")
     shape = tuple(shape)
