@@ -14,6 +14,8 @@ PUBLIC = [
     keras_rmt.layers.MemoryTokens,
     keras_rmt.layers.RecurrentSegments,
     keras_rmt.datasets.first_token_recall,
+    keras_rmt.models.RMTCausalLMPreprocessor,
+    keras_rmt.models.RMTTextClassifierPreprocessor,
     keras_rmt.distribution.get_layout_map,
     keras_rmt.distribution.pad_to_segments,
 ]
