@@ -63,19 +63,20 @@ def device_mesh(shape, axis_names=("batch", "model"), devices=None):
 
 
 def _backbone_class(backbone):
+    """The class of the keras-hub backbone that `backbone` is or wraps."""
     from keras_hub.models import Backbone
 
-    from keras_rmt.layers.recurrent_segments import RecurrentSegments
-
-    if isinstance(backbone, RecurrentSegments):
-        backbone = backbone.backbone
-    if isinstance(backbone, Backbone):
-        return type(backbone)
     if isinstance(backbone, type) and issubclass(backbone, Backbone):
         return backbone
+    wrapped = backbone
+    # RecurrentSegments, and models around it, keep it as `.backbone`.
+    while isinstance(getattr(wrapped, "backbone", None), Backbone):
+        wrapped = wrapped.backbone
+    if isinstance(wrapped, Backbone):
+        return type(wrapped)
     raise ValueError(
         "`backbone` must be a keras-hub backbone class or instance, or a "
-        "keras_rmt.layers.RecurrentSegments. "
+        "keras-rmt layer or model that wraps one (as `.backbone`). "
         f"Received: backbone={backbone!r}"
     )
 
@@ -119,8 +120,9 @@ def get_layout_map(
     created with its layout.
 
     Args:
-        backbone: a keras-hub `Backbone` class or instance, or a
-            `keras_rmt.layers.RecurrentSegments` (its backbone is used).
+        backbone: a keras-hub `Backbone` class or instance, or a keras-rmt
+            layer or model wrapping one as `.backbone`, such as
+            `keras_rmt.layers.RecurrentSegments`: the wrapped one is used.
         device_mesh: `keras.distribution.DeviceMesh`. See
             `keras_rmt.distribution.device_mesh`.
         model_parallel_dim_name: string. The mesh axis weights are split on.
