@@ -22,6 +22,8 @@ PUBLIC = [
     keras_rmt.models.RMTCausalLM,
     keras_rmt.models.RMTTextClassifier,
     keras_rmt.metrics.SegmentLosses,
+    keras_rmt.distribution.get_layout_map,
+    keras_rmt.distribution.pad_to_segments,
 ]
 SHOWN_SHAPE = re.compile(r"^(\s*)(.+?)\s+# (\(.*\))$")
 
