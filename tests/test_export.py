@@ -6,7 +6,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import make_rmt, numpy, random_batch, text_inputs
+from conftest import make_backbone, make_rmt, numpy, random_batch, text_inputs
 
 import keras_rmt
 
@@ -278,3 +278,33 @@ def test_export_from_torch_names_the_command(exported, monkeypatch):
         ),
     ):
         keras_rmt.export.export_saved_model(model, "unused")
+
+
+def test_rmt_tasks_export_the_rmt_saved_model(monkeypatch):
+    from keras_rmt.export import saved_model
+
+    written = []
+    monkeypatch.setattr(
+        saved_model,
+        "export_saved_model",
+        lambda model, path, verbose: written.append((model, path, verbose)),
+    )
+    backbone = keras_rmt.models.RMTBackbone(
+        make_backbone("gpt2"), num_memory_tokens=2, segment_length=4
+    )
+    tasks = [
+        backbone,
+        keras_rmt.models.RMTCausalLM(backbone),
+        keras_rmt.models.RMTTextClassifier(backbone, num_classes=3),
+    ]
+    for task in tasks:
+        task.export("out")
+    assert written == [(task, "out", False) for task in tasks]
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "With format='tf_saved_model', export() takes no other "
+            "arguments. Received: ['input_signature']"
+        ),
+    ):
+        tasks[1].export("out", input_signature=[])

@@ -173,6 +173,20 @@ def export_saved_model(model, path, verbose=False):
             print(name, function.pretty_printed_signature())
 
 
+def export_task(task, filepath, format, verbose, **kwargs):
+    """`export()` of the RMT tasks: keras-rmt's SavedModel, or Keras'."""
+    if format != "tf_saved_model":
+        return keras.Model.export(
+            task, filepath, format=format, verbose=verbose, **kwargs
+        )
+    if kwargs:
+        raise ValueError(
+            "With format='tf_saved_model', export() takes no other "
+            f"arguments. Received: {sorted(kwargs)}"
+        )
+    export_saved_model(task, filepath, verbose=bool(verbose))
+
+
 def _serve(model, rmt, inputs):
     """`model`'s outputs and the memory its RecurrentSegments layer wrote.
 

@@ -200,6 +200,18 @@ class RMTBackbone(keras_hub.models.Backbone):
         """Backbone inputs beyond token ids and padding mask."""
         return _extra_inputs(self.backbone)
 
+    def export(self, filepath, format="tf_saved_model", verbose=None, **kwargs):
+        """Writes the model for serving.
+
+        With `format="tf_saved_model"` (the default), a TF SavedModel with
+        the signatures `serve`, `serve_segment` and `initial_memory`: see
+        `keras_rmt.export.export_saved_model`. Other formats go to
+        `keras.Model.export`.
+        """
+        from keras_rmt.export.saved_model import export_task
+
+        return export_task(self, filepath, format, verbose, **kwargs)
+
     def get_config(self):
         config = super().get_config()
         config.update(

@@ -211,6 +211,18 @@ class RMTTextClassifier(keras_hub.models.TextClassifier):
             )
         return super().compute_metrics(x, y, y_pred, sample_weight)
 
+    def export(self, filepath, format="tf_saved_model", verbose=None, **kwargs):
+        """Writes the model for serving.
+
+        With `format="tf_saved_model"` (the default), a TF SavedModel with
+        the signatures `serve`, `serve_segment` and `initial_memory`: see
+        `keras_rmt.export.export_saved_model`. Other formats go to
+        `keras.Model.export`.
+        """
+        from keras_rmt.export.saved_model import export_task
+
+        return export_task(self, filepath, format, verbose, **kwargs)
+
     def get_config(self):
         config = super().get_config()
         config.update(
