@@ -49,10 +49,16 @@ def build_causal_lm(ex, jit_compile="auto"):
 
 
 def causal_lm_losses(model, dataset):
-    """Next-token training on the token ids of the first batch."""
+    """Next-token training on the token ids of the first batch.
+
+    Every row is whole: with `tf.distribute`, the task's token-weighted
+    loss is a mean over each replica's own tokens, which equals the global
+    mean only when replicas hold as many tokens.
+    """
     import numpy as np
 
     inputs, _ = next(dataset.as_numpy_iterator())
+    inputs["padding_mask"] = np.ones_like(inputs["padding_mask"])
     history = model.fit(
         inputs,
         np.roll(inputs["token_ids"], -1, axis=1),
