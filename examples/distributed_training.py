@@ -70,13 +70,9 @@ import numpy as np  # noqa: E402
 import keras_rmt  # noqa: E402
 
 
-def build_model(seed=1, jit_compile="auto"):
-    """A Llama-style RMT classifier whose head reads the final memory.
-
-    Build it inside the distribution's or strategy's scope.
-    """
-    keras.utils.set_random_seed(seed)
-    backbone = keras_hub.models.LlamaBackbone(
+def llama_backbone():
+    """A tiny Llama whose split axes divide evenly over a 2x2 mesh."""
+    return keras_hub.models.LlamaBackbone(
         vocabulary_size=16,
         num_layers=1,
         num_query_heads=2,
@@ -84,8 +80,16 @@ def build_model(seed=1, jit_compile="auto"):
         hidden_dim=16,
         intermediate_dim=32,
     )
+
+
+def build_model(seed=1, jit_compile="auto"):
+    """A Llama-style RMT classifier whose head reads the final memory.
+
+    Build it inside the distribution's or strategy's scope.
+    """
+    keras.utils.set_random_seed(seed)
     rmt = keras_rmt.layers.RecurrentSegments(
-        backbone,
+        llama_backbone(),
         memory=keras_rmt.layers.MemoryTokens(num_tokens=2),
         segment_length=SEGMENT_LENGTH,
         memory_layout="decoder",

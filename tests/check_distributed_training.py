@@ -27,6 +27,51 @@ def losses(model, dataset):
     return [float(loss) for loss in history.history["loss"]]
 
 
+def build_causal_lm(ex, jit_compile="auto"):
+    """The task: an RMTCausalLM over the example's Llama."""
+    import keras
+
+    keras.utils.set_random_seed(1)
+    backbone = ex.keras_rmt.models.RMTBackbone(
+        ex.llama_backbone(),
+        num_memory_tokens=2,
+        segment_length=ex.SEGMENT_LENGTH,
+        memory_layout="decoder",
+    )
+    causal_lm = ex.keras_rmt.models.RMTCausalLM(backbone)
+    causal_lm.compile(
+        optimizer=keras.optimizers.SGD(0.5),
+        weighted_metrics=[],
+        segment_metrics=None,
+        jit_compile=jit_compile,
+    )
+    return causal_lm
+
+
+def causal_lm_losses(model, dataset, whole_rows=False):
+    """Next-token training on the token ids of the first batch.
+
+    `whole_rows` drops the padding: with `tf.distribute`, the task's
+    token-weighted loss is a mean over each replica's own tokens, which
+    equals the global mean only when replicas hold as many tokens.
+    """
+    import numpy as np
+
+    inputs, _ = next(dataset.as_numpy_iterator())
+    if whole_rows:
+        inputs["padding_mask"] = np.ones_like(inputs["padding_mask"])
+    history = model.fit(
+        inputs,
+        np.roll(inputs["token_ids"], -1, axis=1),
+        sample_weight=inputs["padding_mask"],
+        batch_size=BATCH_SIZE,
+        epochs=EPOCHS,
+        shuffle=False,
+        verbose=0,
+    )
+    return [float(loss) for loss in history.history["loss"]]
+
+
 def error_message(function, *args):
     try:
         function(*args)
@@ -72,6 +117,19 @@ def check_jax(ex, report, output_dir):
     )
     save_outputs(model, dataset, output_dir)
 
+    # A task, laid out by the map read from a task of the same kind.
+    single_task = build_causal_lm(ex)
+    report["task_single"] = causal_lm_losses(single_task, dataset)
+    layout_map = ex.keras_rmt.distribution.get_layout_map(
+        single_task, model_parallel.device_mesh
+    )
+    with keras.distribution.ModelParallel(
+        layout_map=layout_map, batch_dim_name="batch"
+    ).scope():
+        task = build_causal_lm(ex)
+    report["task_model_parallel"] = causal_lm_losses(task, dataset)
+    report["task_layouts"] = jax_layouts(task, layout_map)
+
     rmt = ex.keras_rmt.distribution
     report["batch_error"] = error_message(
         rmt.check_batch_size, 6, data_parallel
@@ -96,6 +154,14 @@ def check_tensorflow(ex, report, output_dir):
         {value.device for value in model.weights[0].value.values}
     )
     save_outputs(model, dataset, output_dir)
+
+    report["task_single"] = causal_lm_losses(
+        build_causal_lm(ex, jit_compile=True), dataset, whole_rows=True
+    )
+    with strategy.scope():
+        task = build_causal_lm(ex, jit_compile=False)
+    report["task_mirrored"] = causal_lm_losses(task, dataset, whole_rows=True)
+
     report["batch_error"] = error_message(
         ex.keras_rmt.distribution.check_batch_size, 3, strategy
     )
