@@ -150,16 +150,27 @@ def test_too_long_input_is_an_error_by_default(wordpiece_tokenizer):
         fixed(["the dog", "the quick brown fox"])
 
 
-def test_tf_data_map_matches_eager_call(wordpiece_tokenizer):
-    preprocessor = Preprocessor(wordpiece_tokenizer, segment_length=4)
-    eager = as_numpy(preprocessor(TEXTS))
-    batched = tf.data.Dataset.from_tensor_slices(TEXTS).batch(3)
+@pytest.mark.parametrize(
+    "tokenizer", ["wordpiece_tokenizer", "llama_tokenizer"]
+)
+def test_tf_data_map_matches_eager_call(request, tokenizer):
+    tokenizer = request.getfixturevalue(tokenizer)
+    preprocessor = Preprocessor(tokenizer, segment_length=4)
+    texts = ["the quick brown fox jumps over the lazy dog", "the dog", ""]
+    eager = as_numpy(preprocessor(texts))
+    batched = tf.data.Dataset.from_tensor_slices(texts).batch(3)
     mapped = as_numpy(batched.map(preprocessor).get_single_element())
     # Mapped one string at a time, rows are whole segments already.
-    single = tf.data.Dataset.from_tensor_slices(TEXTS).map(preprocessor)
+    single = tf.data.Dataset.from_tensor_slices(texts).map(preprocessor)
     padded = as_numpy(single.padded_batch(3).get_single_element())
     for outputs in (mapped, padded):
         keras.tree.map_structure(np.testing.assert_array_equal, outputs, eager)
+    prompts = batched.map(lambda t: preprocessor.generate_preprocess(t, 40))
+    keras.tree.map_structure(
+        np.testing.assert_array_equal,
+        as_numpy(prompts.get_single_element()),
+        as_numpy(preprocessor.generate_preprocess(texts, 40)),
+    )
 
 
 def test_tf_data_too_long_input_raises_when_produced(wordpiece_tokenizer):
@@ -169,7 +180,9 @@ def test_tf_data_too_long_input_raises_when_produced(wordpiece_tokenizer):
     dataset = tf.data.Dataset.from_tensor_slices(TEXTS).batch(3)
     dataset = dataset.map(preprocessor)
     with pytest.raises(
-        tf.errors.InvalidArgumentError, match=r"(?s)is too long.*\b7\b"
+        tf.errors.InvalidArgumentError,
+        match=r"(?s)an input is longer than max_length=5 "
+        r".*at most 4 fit.*\[7\]",
     ):
         dataset.get_single_element()
 

@@ -235,8 +235,11 @@ class SegmentedPreprocessor(keras_hub.models.Preprocessor):
         tf = _tensorflow()
         if budget is None or self.truncate != "error":
             return lengths
-        message = self._too_long_message("more").replace(
-            "needs more positions", "is too long"
+        message = (
+            f"{type(self).__name__}: an input is longer than "
+            f"{self._limit_name()} (special tokens included) and "
+            "truncate='error'. Pass truncate='keep_first' or 'keep_last' to "
+            "cut long inputs, or allow more positions."
         )
         check = tf.debugging.Assert(
             tf.reduce_all(lengths <= budget),
