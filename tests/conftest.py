@@ -223,3 +223,13 @@ def save_local_preset(directory, family, tokenizer=None, seed=0):
     if tokenizer is not None:
         tokenizer.save_to_preset(str(directory))
     return str(directory)
+
+
+@pytest.fixture(scope="session")
+def bare_bert_preset(tmp_path_factory):
+    """A preset folder with a tiny BERT backbone and no tokenizer.
+
+    Copy it (`shutil.copytree`) before adding files. Built once: a first
+    backbone costs seconds on JAX.
+    """
+    return save_local_preset(tmp_path_factory.mktemp("bare_bert"), "bert")

@@ -6,7 +6,6 @@ import keras_hub
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import save_local_preset
 
 import keras_rmt
 
@@ -309,15 +308,10 @@ def test_config_round_trip(wordpiece_tokenizer):
     )
 
 
-@pytest.fixture(scope="module")
-def bare_gpt2_preset(tmp_path_factory):
-    """A preset folder with a tiny GPT-2 backbone and no tokenizer."""
-    return save_local_preset(tmp_path_factory.mktemp("bare"), "gpt2")
-
-
-def test_from_preset_folder(tmp_path, bare_gpt2_preset, gpt2_tokenizer):
-    preset = str(tmp_path / "gpt2")
-    shutil.copytree(bare_gpt2_preset, preset)
+def test_from_preset_folder(tmp_path, bare_bert_preset, gpt2_tokenizer):
+    # Only the tokenizer is read: any backbone's folder will do.
+    preset = str(tmp_path / "preset")
+    shutil.copytree(bare_bert_preset, preset)
     gpt2_tokenizer.save_to_preset(preset)
     loaded = Preprocessor.from_preset(preset, segment_length=4)
     assert type(loaded.tokenizer) is keras_hub.models.GPT2Tokenizer
@@ -336,11 +330,11 @@ def test_from_preset_folder(tmp_path, bare_gpt2_preset, gpt2_tokenizer):
     assert Preprocessor.from_preset(preset, max_length=7).max_length == 7
 
 
-def test_preset_without_tokenizer_is_an_error(bare_gpt2_preset):
+def test_preset_without_tokenizer_is_an_error(bare_bert_preset):
     message = (
         "RMTCausalLMPreprocessor.from_preset needs a tokenizer, but preset "
-        f"'{bare_gpt2_preset}' has no tokenizer.json (it holds ['config.json', "
+        f"'{bare_bert_preset}' has no tokenizer.json (it holds ['config.json', "
         "'metadata.json', 'model.weights.h5'])."
     )
     with pytest.raises(ValueError, match=re.escape(message)):
-        Preprocessor.from_preset(bare_gpt2_preset, segment_length=4)
+        Preprocessor.from_preset(bare_bert_preset, segment_length=4)

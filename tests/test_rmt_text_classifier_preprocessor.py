@@ -6,7 +6,6 @@ import keras_hub
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import save_local_preset
 
 import keras_rmt
 
@@ -244,12 +243,6 @@ def test_layout_of_known_families():
     assert layout_for_backbone(models.RobertaBackbone) == "encoder"
     assert layout_for_backbone(models.GemmaBackbone) == "decoder"
     assert layout_for_backbone(models.ResNetBackbone) is None
-
-
-@pytest.fixture(scope="module")
-def bare_bert_preset(tmp_path_factory):
-    """A preset folder with a tiny BERT backbone and no tokenizer."""
-    return save_local_preset(tmp_path_factory.mktemp("bare"), "bert")
 
 
 def test_from_preset_folder_takes_the_layout_of_its_backbone(
