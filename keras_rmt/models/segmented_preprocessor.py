@@ -21,11 +21,9 @@ def _check_positive_int(name, value, allow_none=False):
     if allow_none and value is None:
         return
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        expected = (
-            "None or a positive integer"
-            if allow_none
-            else ("a positive integer")
-        )
+        expected = "a positive integer"
+        if allow_none:
+            expected = "None or " + expected
         raise ValueError(
             f"`{name}` must be {expected}. Received: {name}={value!r}"
         )
