@@ -1,6 +1,21 @@
 """keras-rmt: Recurrent Memory Transformer layers for keras-hub backbones."""
 
-from keras_rmt import datasets, layers, models
+from keras_rmt import (
+    datasets,
+    distribution,
+    export,
+    layers,
+    metrics,
+    models,
+)
 from keras_rmt.version import __version__
 
-__all__ = ["datasets", "layers", "models", "__version__"]
+__all__ = [
+    "datasets",
+    "distribution",
+    "export",
+    "layers",
+    "metrics",
+    "models",
+    "__version__",
+]

@@ -225,6 +225,25 @@ def save_local_preset(directory, family, tokenizer=None, seed=0):
     return str(directory)
 
 
+def make_rmt_backbone(
+    family="gpt2", num_memory_tokens=2, segment_length=4, seed=0, **kwargs
+):
+    """A tiny keras_rmt.models.RMTBackbone over `family`."""
+    return keras_rmt.models.RMTBackbone(
+        make_backbone(family, seed),
+        num_memory_tokens=num_memory_tokens,
+        segment_length=segment_length,
+        **kwargs,
+    )
+
+
+def backbone_inputs(batch, family):
+    """`batch` plus the zero segment ids the family's backbone takes."""
+    if family in ("bert",):
+        return {**batch, "segment_ids": np.zeros_like(batch["token_ids"])}
+    return dict(batch)
+
+
 @pytest.fixture(scope="session")
 def bare_bert_preset(tmp_path_factory):
     """A preset folder with a tiny BERT backbone and no tokenizer.

@@ -14,8 +14,16 @@ PUBLIC = [
     keras_rmt.layers.MemoryTokens,
     keras_rmt.layers.RecurrentSegments,
     keras_rmt.datasets.first_token_recall,
+    keras_rmt.export.export_saved_model,
+    keras_rmt.export.streaming_model,
     keras_rmt.models.RMTCausalLMPreprocessor,
     keras_rmt.models.RMTTextClassifierPreprocessor,
+    keras_rmt.models.RMTBackbone,
+    keras_rmt.models.RMTCausalLM,
+    keras_rmt.models.RMTTextClassifier,
+    keras_rmt.metrics.SegmentLosses,
+    keras_rmt.distribution.get_layout_map,
+    keras_rmt.distribution.pad_to_segments,
 ]
 SHOWN_SHAPE = re.compile(r"^(\s*)(.+?)\s+# (\(.*\))$")
 
