@@ -201,9 +201,15 @@ def sentencepiece_proto():
     return model.getvalue()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def llama_tokenizer(sentencepiece_proto):
-    """A Llama SentencePiece tokenizer: <s>=1, </s>=2, padding 0."""
+    """A Llama SentencePiece tokenizer: <s>=1, </s>=2, padding 0.
+
+    Built per test: `tf.random.set_seed` (the `_seed` fixture, through
+    `keras.utils.set_random_seed`) frees the TensorFlow resource of a
+    SentencePiece tokenizer built before it, and `tf.data` then fails with
+    "Resource ... SentencepieceOp ... does not exist" (any backend).
+    """
     return keras_hub.models.LlamaTokenizer(proto=sentencepiece_proto)
 
 
@@ -236,3 +242,13 @@ def backbone_inputs(batch, family):
     if family in ("bert",):
         return {**batch, "segment_ids": np.zeros_like(batch["token_ids"])}
     return dict(batch)
+
+
+@pytest.fixture(scope="session")
+def bare_bert_preset(tmp_path_factory):
+    """A preset folder with a tiny BERT backbone and no tokenizer.
+
+    Copy it (`shutil.copytree`) before adding files. Built once: a first
+    backbone costs seconds on JAX.
+    """
+    return save_local_preset(tmp_path_factory.mktemp("bare_bert"), "bert")

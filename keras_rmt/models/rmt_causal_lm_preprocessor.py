@@ -168,7 +168,7 @@ class RMTCausalLMPreprocessor(SegmentedPreprocessor):
                     xp.max(count + overhead), self.segment_length, None, xp
                 )
             else:
-                self._check_room(xp.max(count + overhead), width, xp)
+                width = self._check_room(xp.max(count + overhead), width, xp)
             tokens, used = segment_packing.stream(
                 ids,
                 first,
@@ -185,6 +185,7 @@ class RMTCausalLMPreprocessor(SegmentedPreprocessor):
         return self._run(x, budget, lambda count: count + overhead, pack)
 
     def _check_room(self, longest, width, xp):
+        """`width`, once checked to hold the longest prompt."""
         if isinstance(xp, segment_packing.NumpyOps):
             if longest > width:
                 raise ValueError(
@@ -192,14 +193,16 @@ class RMTCausalLMPreprocessor(SegmentedPreprocessor):
                     f"takes {longest} positions. "
                     f"Received: sequence_length={width}"
                 )
-            return
+            return width
         tf = _tensorflow()
-        tf.debugging.assert_less_equal(
+        check = tf.debugging.assert_less_equal(
             longest,
             width,
             message="`sequence_length` is shorter than a prompt. Received: "
             f"sequence_length={width}",
         )
+        with tf.control_dependencies([check]):
+            return tf.identity(width)
 
     def generate_postprocess(self, x):
         """Turns generated `{"token_ids", "padding_mask"}` back to strings.

@@ -21,11 +21,9 @@ def _check_positive_int(name, value, allow_none=False):
     if allow_none and value is None:
         return
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        expected = (
-            "None or a positive integer"
-            if allow_none
-            else ("a positive integer")
-        )
+        expected = "a positive integer"
+        if allow_none:
+            expected = "None or " + expected
         raise ValueError(
             f"`{name}` must be {expected}. Received: {name}={value!r}"
         )
@@ -235,8 +233,11 @@ class SegmentedPreprocessor(keras_hub.models.Preprocessor):
         tf = _tensorflow()
         if budget is None or self.truncate != "error":
             return lengths
-        message = self._too_long_message("more").replace(
-            "needs more positions", "is too long"
+        message = (
+            f"{type(self).__name__}: an input is longer than "
+            f"{self._limit_name()} (special tokens included) and "
+            "truncate='error'. Pass truncate='keep_first' or 'keep_last' to "
+            "cut long inputs, or allow more positions."
         )
         check = tf.debugging.Assert(
             tf.reduce_all(lengths <= budget),

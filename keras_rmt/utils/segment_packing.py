@@ -17,14 +17,14 @@ class NumpyOps:
     def arange(self, n):
         return np.arange(n, dtype="int32")
 
-    def asarray(self, x):
-        return np.asarray(x, dtype="int32")
-
     def minimum(self, a, b):
         return np.minimum(a, b)
 
     def maximum(self, a, b):
         return np.maximum(a, b)
+
+    def clip(self, x, low, high):
+        return np.clip(x, low, high)
 
     def where(self, condition, a, b):
         return np.where(condition, a, b).astype("int32")
@@ -41,9 +41,6 @@ class NumpyOps:
     def width(self, x):
         return x.shape[1]
 
-    def min(self, x):
-        return np.min(x)
-
 
 class TFOps:
     """The same operations on TensorFlow tensors, for `tf.data` graphs."""
@@ -56,14 +53,14 @@ class TFOps:
     def arange(self, n):
         return self.tf.range(n, dtype="int32")
 
-    def asarray(self, x):
-        return self.tf.cast(x, "int32")
-
     def minimum(self, a, b):
         return self.tf.minimum(a, b)
 
     def maximum(self, a, b):
         return self.tf.maximum(a, b)
+
+    def clip(self, x, low, high):
+        return self.tf.clip_by_value(x, low, high)
 
     def where(self, condition, a, b):
         return self.tf.where(condition, a, b)
@@ -79,9 +76,6 @@ class TFOps:
 
     def width(self, x):
         return self.tf.shape(x)[1]
-
-    def min(self, x):
-        return self.tf.reduce_min(x)
 
 
 def kept_span(lengths, budget, truncate, xp):
@@ -103,7 +97,7 @@ def kept_span(lengths, budget, truncate, xp):
 def _pick(xp, ids, index):
     """ids[row, index[row, p]], with out-of-range positions clipped."""
     last = xp.width(ids) - 1
-    return xp.take_along_rows(ids, xp.minimum(xp.maximum(index, 0), last))
+    return xp.take_along_rows(ids, xp.clip(index, 0, last))
 
 
 def stream(ids, start, count, prefix, suffix, width, pad_id, xp):
@@ -117,7 +111,7 @@ def stream(ids, start, count, prefix, suffix, width, pad_id, xp):
     count = count[:, None]
     tokens = _pick(xp, ids, start[:, None] + p - a)
     if e:
-        tail = xp.take(suffix, xp.minimum(xp.maximum(p - a - count, 0), e - 1))
+        tail = xp.take(suffix, xp.clip(p - a - count, 0, e - 1))
         tokens = xp.where(p >= a + count, tail, tokens)
     if a:
         head = xp.take(prefix, xp.minimum(p, a - 1))
@@ -150,14 +144,10 @@ def wrapped_segments(
     segment, offset = p // segment_length, p % segment_length
     count = count[:, None]
     used_segments = segments_needed(count, per_segment, xp)
-    in_segment = xp.minimum(
-        xp.maximum(count - segment * per_segment, 0), per_segment
-    )
+    in_segment = xp.clip(count - segment * per_segment, 0, per_segment)
     tokens = _pick(xp, ids, start[:, None] + segment * per_segment + offset - a)
     if e:
-        tail = xp.take(
-            suffix, xp.minimum(xp.maximum(offset - a - in_segment, 0), e - 1)
-        )
+        tail = xp.take(suffix, xp.clip(offset - a - in_segment, 0, e - 1))
         tokens = xp.where(offset >= a + in_segment, tail, tokens)
     if a:
         head = xp.take(prefix, xp.minimum(offset, a - 1))
