@@ -131,19 +131,20 @@ class SegmentCurriculum(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.history.append(self._num_segments)
+        if self.schedule is None:
+            if logs is None or self.monitor not in logs:
+                raise ValueError(
+                    f"SegmentCurriculum watches monitor={self.monitor!r}, "
+                    f"which the logs do not hold. Logged: {sorted(logs or {})}"
+                )
+            if self._plateaued(float(logs[self.monitor])):
+                self._num_segments = min(
+                    self._num_segments + 1, self.max_segments
+                )
+                self._best = None
+                self._wait = 0
         if logs is not None:
-            logs["num_segments"] = self._num_segments
-        if self.schedule is not None:
-            return
-        if logs is None or self.monitor not in logs:
-            raise ValueError(
-                f"SegmentCurriculum watches monitor={self.monitor!r}, which "
-                f"the logs do not hold. Logged: {sorted(logs or {})}"
-            )
-        if self._plateaued(float(logs[self.monitor])):
-            self._num_segments = min(self._num_segments + 1, self.max_segments)
-            self._best = None
-            self._wait = 0
+            logs["num_segments"] = self.history[-1]
 
     def _scheduled(self, epoch):
         if callable(self.schedule):

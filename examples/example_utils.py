@@ -1,0 +1,261 @@
+"""What the paper's examples share: models, training, results and plots.
+
+Every example trains a small GPT-2-style model read segment by segment by
+`keras_rmt.layers.RecurrentSegments` ("RMT"), the same model with memory
+that is not carried between segments ("no memory", `carry_memory=False`)
+and, where it fits, the same backbone attending over the whole input at
+once ("full attention"). Models predict a token at every position; only
+positions with `sample_weight` 1 count towards loss and accuracy.
+"""
+
+import argparse
+import json
+import os
+import time
+
+import keras
+import keras_hub
+import numpy as np
+
+import keras_rmt
+
+MODEL_KINDS = ("RMT", "no memory", "full attention")
+
+
+def parser(description):
+    """The arguments every example takes; add the example's own to it."""
+    parser = argparse.ArgumentParser(
+        description=description,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a small setting that finishes in minutes on a CPU",
+    )
+    parser.add_argument("--output-dir", default="paper_output")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="overrides the mode's value"
+    )
+    parser.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        default=None,
+        help="overrides the mode's value",
+    )
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        help="stop training a model after this many seconds",
+    )
+    parser.add_argument("--verbose", type=int, default=1)
+    return parser
+
+
+def setting(args, quick, full):
+    """The mode's settings (dicts), overridden by explicit arguments."""
+    chosen = dict(quick if args.quick else full)
+    for name in ("epochs", "steps_per_epoch", "time_budget"):
+        if getattr(args, name) is not None:
+            chosen[name] = getattr(args, name)
+    return chosen
+
+
+def build_model(
+    kind,
+    vocabulary_size,
+    segment_length,
+    num_memory_tokens,
+    hidden_dim=64,
+    num_layers=2,
+    num_heads=4,
+    learning_rate=1e-3,
+    max_length=None,
+    seed=0,
+):
+    """A compiled model giving next-token logits at every position.
+
+    `kind` is one of `MODEL_KINDS`; "full attention" needs `max_length`,
+    the longest input, and ignores the segment settings.
+    """
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"`kind` must be one of {MODEL_KINDS}. Got {kind!r}")
+    keras.utils.set_random_seed(seed)
+    positions = (
+        max_length
+        if kind == "full attention"
+        else segment_length + 2 * num_memory_tokens
+    )
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=vocabulary_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        hidden_dim=hidden_dim,
+        intermediate_dim=4 * hidden_dim,
+        dropout=0.0,
+        max_sequence_length=positions,
+    )
+    inputs = {
+        "token_ids": keras.Input((None,), dtype="int32", name="token_ids"),
+        "padding_mask": keras.Input(
+            (None,), dtype="int32", name="padding_mask"
+        ),
+    }
+    if kind == "full attention":
+        hidden = backbone(inputs)
+    else:
+        rmt = keras_rmt.layers.RecurrentSegments(
+            backbone,
+            memory=keras_rmt.layers.MemoryTokens(num_memory_tokens),
+            segment_length=segment_length,
+            memory_attention="bidirectional",
+            carry_memory=kind == "RMT",
+        )
+        hidden = rmt(inputs)["sequence_output"]
+    logits = keras.layers.Dense(vocabulary_size, name="head")(hidden)
+    model = keras.Model(inputs, logits, name=kind.replace(" ", "_"))
+    model.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=0.01),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        weighted_metrics=[
+            keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        ],
+    )
+    return model
+
+
+class StopAt(keras.callbacks.Callback):
+    """Stops training once `monitor` reaches `target` or time runs out."""
+
+    def __init__(self, monitor="val_accuracy", target=None, seconds=None):
+        super().__init__()
+        self.monitor = monitor
+        self.target = target
+        self.seconds = seconds
+        self.reason = "epochs"
+
+    def on_train_begin(self, logs=None):
+        self.start = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if self.target is not None and value is not None:
+            if value >= self.target:
+                self.reason = f"{self.monitor} reached {self.target}"
+                self.model.stop_training = True
+        if self.seconds is not None and time.time() - self.start > self.seconds:
+            self.reason = f"time budget of {self.seconds:.0f} s"
+            self.model.stop_training = True
+
+
+def task_data(generate, batch_size, num_batches, seed, **kwargs):
+    """Fresh rows at every step from `generate(num_samples, seed=...)`.
+
+    `kwargs` go to `keras_rmt.datasets.SegmentedDataset` (for example
+    `pad_to` or `vary_n_segments` with a generator taking `num_segments`).
+    """
+
+    def make_batch(size, num_segments, rng):
+        return generate(size, num_segments, int(rng.integers(2**31)))
+
+    return keras_rmt.datasets.SegmentedDataset(
+        make_batch,
+        batch_size=batch_size,
+        num_batches=num_batches,
+        segment_length=kwargs.pop("segment_length", 1),
+        seed=seed,
+        **kwargs,
+    )
+
+
+def train(
+    model,
+    data,
+    validation,
+    epochs,
+    target=None,
+    seconds=None,
+    callbacks=(),
+    verbose=1,
+):
+    """Fits with Keras' progress bars; returns the history and timings."""
+    stop = StopAt("val_accuracy", target, seconds)
+    start = time.time()
+    history = model.fit(
+        data,
+        validation_data=validation,
+        epochs=epochs,
+        callbacks=[stop, *callbacks],
+        verbose=verbose,
+    )
+    return {
+        "history": {
+            k: [float(v) for v in vs] for k, vs in history.history.items()
+        },
+        "epochs_run": len(history.history["loss"]),
+        "stopped_because": stop.reason,
+        "train_seconds": time.time() - start,
+    }
+
+
+def accuracy(model, data, batch_size=128):
+    """Weighted token accuracy of `model` on `(inputs, labels, weight)`."""
+    inputs, labels, weight = data
+    logits = model.predict(inputs, batch_size=batch_size, verbose=0)
+    right = np.argmax(logits, axis=-1) == labels
+    return float(np.sum(right * weight) / np.sum(weight))
+
+
+def environment():
+    """Where the numbers were measured."""
+    import platform
+
+    devices = []
+    if keras.backend.backend() == "jax":
+        import jax
+
+        devices = [str(device) for device in jax.devices()]
+    return {
+        "backend": keras.backend.backend(),
+        "keras": keras.__version__,
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "devices": devices,
+    }
+
+
+def write_json(results, output_dir, name):
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, f"{name}.json")
+    with open(path, "w") as file:
+        json.dump(results, file, indent=2)
+    return path
+
+
+def plot(curves, path, xlabel, ylabel, title, chance=None, log_y=False):
+    """One line per model: `curves` maps a name to `(xs, ys)`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for name, (xs, ys) in curves.items():
+        axis.plot(xs, ys, marker="o", label=name)
+    if chance is not None:
+        axis.axhline(chance, color="gray", linestyle=":", label="chance")
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    if log_y:
+        axis.set_yscale("log")
+    elif chance is not None:
+        axis.set_ylim(0, 1.05)
+    axis.set_title(title)
+    axis.legend()
+    figure.tight_layout()
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path
