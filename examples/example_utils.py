@@ -10,6 +10,7 @@ positions with `sample_weight` 1 count towards loss and accuracy.
 
 import argparse
 import json
+import math
 import os
 import time
 
@@ -259,3 +260,152 @@ def plot(curves, path, xlabel, ylabel, title, chance=None, log_y=False):
     figure.savefig(path)
     plt.close(figure)
     return path
+
+
+def sweep(name, generate, vocabulary_size, segments, config, args, **report):
+    """Accuracy against the number of segments: RMT, no memory, full.
+
+    `generate(num_samples, seed)` gives `(inputs, labels, sample_weight)` of
+    one fixed length; for each count in `segments` the row is cut into that
+    many segments (`ceil(length / count)` tokens each). Full attention is
+    trained once. `config` holds the model and training sizes; `report`
+    (`title`, `chance`, `paper`) goes into the JSON and plot.
+    """
+    test = generate(config["test_samples"], args.seed + 1)
+    validation = generate(config.get("validation_samples", 256), args.seed + 2)
+    length = test[0]["token_ids"].shape[1]
+    data = task_data(
+        lambda size, _, seed: generate(size, seed),
+        config["batch_size"],
+        config["steps_per_epoch"],
+        args.seed,
+    )
+    runs = [(kind, n) for n in segments for kind in MODEL_KINDS[:2]]
+    if config.get("full_attention", True):
+        runs.append(("full attention", 1))
+    start, results = time.time(), {}
+    for kind, count in runs:
+        backend = keras.backend.backend()
+        print(f"== {name}: {kind}, {count} segment(s) ({backend}) ==")
+        segment_length = math.ceil(length / count)
+        model = build_model(
+            kind,
+            vocabulary_size,
+            segment_length,
+            config["num_memory_tokens"],
+            hidden_dim=config["hidden_dim"],
+            num_layers=config["num_layers"],
+            num_heads=config["num_heads"],
+            learning_rate=config["learning_rate"],
+            max_length=length,
+            seed=args.seed,
+        )
+        run = train(
+            model,
+            data,
+            validation,
+            epochs=config["epochs"],
+            target=config.get("target"),
+            seconds=config.get("time_budget"),
+            verbose=args.verbose,
+        )
+        run.update(
+            segments=count,
+            segment_length=segment_length,
+            test_accuracy=accuracy(model, test),
+        )
+        print(f"   test accuracy {run['test_accuracy']:.3f}")
+        results.setdefault(kind, []).append(run)
+    summary = {
+        "name": name,
+        "mode": "quick" if args.quick else "full",
+        "input_length": length,
+        "config": config,
+        "test_accuracy": {
+            kind: {str(run["segments"]): run["test_accuracy"] for run in runs}
+            for kind, runs in results.items()
+        },
+        **report,
+        "runs": results,
+        "seconds": time.time() - start,
+        "environment": environment(),
+    }
+    _report_sweep(summary, segments, args.output_dir)
+    return summary
+
+
+def _report_sweep(summary, segments, output_dir):
+    name, chance = summary["name"], summary.get("chance")
+    curves = {}
+    for kind, by_count in summary["test_accuracy"].items():
+        if kind == "full attention":
+            curves[kind] = (segments, [by_count["1"]] * len(segments))
+        else:
+            curves[kind] = ([int(n) for n in by_count], list(by_count.values()))
+    write_json(summary, output_dir, name)
+    plot(
+        curves,
+        os.path.join(output_dir, f"{name}.png"),
+        xlabel="number of segments",
+        ylabel="answer token accuracy",
+        title=summary.get("title", name),
+        chance=chance,
+    )
+    print(f"\n{summary.get('title', name)}: test accuracy")
+    for kind, by_count in summary["test_accuracy"].items():
+        row = "  ".join(f"{n} seg: {v:.3f}" for n, v in by_count.items())
+        print(f"  {kind:<15} {row}")
+    if chance is not None:
+        print(f"  chance {chance:.3f}")
+    print(f"  wrote {output_dir}/{name}.json and {name}.png")
+
+
+def last_token_reader(model):
+    """Reads one segment per call: `(segment, memory) -> (logits, memory)`.
+
+    Compiles one segment step, whatever the input's length: the way to run
+    an RMT over many more segments than it was trained on. The logits are
+    those of the segment's last position.
+    """
+    rmt = next(
+        layer
+        for layer in model.layers
+        if isinstance(layer, keras_rmt.layers.RecurrentSegments)
+    )
+    length = rmt.segment_length
+    inputs = {
+        "token_ids": keras.Input((length,), dtype="int32"),
+        "padding_mask": keras.Input((length,), dtype="int32"),
+        "memory": keras.Input((rmt.num_memory_tokens, rmt.hidden_dim)),
+    }
+    outputs = rmt(inputs)
+    logits = model.get_layer("head")(outputs["sequence_output"][:, -1])
+    step = keras.Model(inputs, [logits, outputs["memory"]])
+    initial = keras.ops.convert_to_numpy(
+        rmt.memory(keras.ops.zeros((1, 1, rmt.hidden_dim)))
+    )
+
+    def read(inputs, batch_size=128):
+        """Last-position logits of rows whose length is whole segments."""
+        token_ids, mask = inputs["token_ids"], inputs["padding_mask"]
+        count = token_ids.shape[1] // length
+        results = []
+        for start in range(0, len(token_ids), batch_size):
+            rows = slice(start, start + batch_size)
+            batch = len(token_ids[rows])
+            memory = np.repeat(initial, batch, axis=0)
+            for index in range(count):
+                cut = slice(index * length, (index + 1) * length)
+                logits, written = step.predict_on_batch(
+                    {
+                        "token_ids": token_ids[rows, cut],
+                        "padding_mask": mask[rows, cut],
+                        "memory": memory,
+                    }
+                )
+                if rmt.carry_memory:
+                    memory = np.asarray(written)
+            results.append(np.asarray(logits))
+        return np.concatenate(results)
+
+    return read

@@ -65,3 +65,6 @@ def python_docs(
     labels = data[1 : used + 1].reshape(rows, sequence_length)
     inputs = {"token_ids": token_ids, "padding_mask": np.ones_like(token_ids)}
     return inputs, labels
+
+
+python_docs.VOCABULARY_SIZE = VOCABULARY_SIZE
