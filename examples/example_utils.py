@@ -52,16 +52,38 @@ def parser(description):
         help="stop training a model after this many seconds",
     )
     parser.add_argument("--verbose", type=int, default=1)
+    parser.add_argument(
+        "--smoke-test",
+        action="store_true",
+        help="a few steps of a tiny model: checks that the script runs",
+    )
     return parser
+
+
+SMOKE_TEST = {
+    "hidden_dim": 8, "num_layers": 1, "num_heads": 1, "batch_size": 4,
+    "epochs": 1, "steps_per_epoch": 2, "test_samples": 8,
+    "validation_samples": 4, "num_memory_tokens": 2,
+}  # fmt: skip
 
 
 def setting(args, quick, full):
     """The mode's settings (dicts), overridden by explicit arguments."""
+    if args.smoke_test:
+        args.quick = True
     chosen = dict(quick if args.quick else full)
+    if args.smoke_test:
+        chosen.update(SMOKE_TEST)
     for name in ("epochs", "steps_per_epoch", "time_budget"):
         if getattr(args, name) is not None:
             chosen[name] = getattr(args, name)
     return chosen
+
+
+def mode(args):
+    if args.smoke_test:
+        return "smoke test"
+    return "quick" if args.quick else "full"
 
 
 def build_model(
@@ -74,6 +96,7 @@ def build_model(
     num_heads=4,
     learning_rate=1e-3,
     max_length=None,
+    memory_attention="bidirectional",
     seed=0,
 ):
     """A compiled model giving next-token logits at every position.
@@ -111,7 +134,7 @@ def build_model(
             backbone,
             memory=keras_rmt.layers.MemoryTokens(num_memory_tokens),
             segment_length=segment_length,
-            memory_attention="bidirectional",
+            memory_attention=memory_attention,
             carry_memory=kind == "RMT",
         )
         hidden = rmt(inputs)["sequence_output"]
@@ -306,7 +329,9 @@ def sweep(name, generate, vocabulary_size, segments, config, args, **report):
             validation,
             epochs=config["epochs"],
             target=config.get("target"),
-            seconds=config.get("time_budget"),
+            seconds=config.get("time_budget")
+            if kind == "RMT"
+            else config.get("baseline_time_budget", config.get("time_budget")),
             verbose=args.verbose,
         )
         run.update(
@@ -318,7 +343,7 @@ def sweep(name, generate, vocabulary_size, segments, config, args, **report):
         results.setdefault(kind, []).append(run)
     summary = {
         "name": name,
-        "mode": "quick" if args.quick else "full",
+        "mode": mode(args),
         "input_length": length,
         "config": config,
         "test_accuracy": {

@@ -74,7 +74,11 @@ def train_with_curriculum(kind, config, args, generate):
         learning_rate=config["learning_rate"],
         seed=args.seed,
     )
-    validation = generate(256, args.train_segments, args.seed + 1)
+    validation = generate(
+        config.get("validation_samples", 256),
+        args.train_segments,
+        args.seed + 1,
+    )
     run = example_utils.train(
         model,
         data,
@@ -135,7 +139,7 @@ def main(argv=None):
         results[kind] = run
     summary = {
         "name": "facts_in_noise",
-        "mode": "quick" if args.quick else "full",
+        "mode": example_utils.mode(args),
         "config": config,
         "train_segments": args.train_segments,
         "test_accuracy": accuracy,

@@ -61,6 +61,9 @@ def main(argv=None):
     test_x, test_y = keras_rmt.datasets.python_docs(
         L * count, "validation", max_bytes=config["validation_bytes"]
     )
+    if "test_samples" in config:
+        test_x = {k: v[: config["test_samples"]] for k, v in test_x.items()}
+        test_y = test_y[: config["test_samples"]]
     start, results = time.time(), {}
     for kind in example_utils.MODEL_KINDS:
         print(f"== language modelling: {kind} ({keras.backend.backend()}) ==")
@@ -101,7 +104,7 @@ def main(argv=None):
         )
     summary = {
         "name": "language_modelling",
-        "mode": "quick" if args.quick else "full",
+        "mode": example_utils.mode(args),
         "corpus": "Python documentation (pydoc_data.topics), bytes",
         "config": config,
         "validation_rows": int(len(test_y)),

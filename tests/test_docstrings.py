@@ -14,6 +14,14 @@ PUBLIC = [
     keras_rmt.layers.MemoryTokens,
     keras_rmt.layers.RecurrentSegments,
     keras_rmt.datasets.first_token_recall,
+    keras_rmt.datasets.copy_sequence,
+    keras_rmt.datasets.reverse_sequence,
+    keras_rmt.datasets.associative_retrieval,
+    keras_rmt.datasets.facts_in_noise,
+    keras_rmt.datasets.python_docs,
+    keras_rmt.datasets.vary_n_segments,
+    keras_rmt.datasets.SegmentedDataset,
+    keras_rmt.callbacks.SegmentCurriculum,
 ]
 SHOWN_SHAPE = re.compile(r"^(\s*)(.+?)\s+# (\(.*\))$")
 
