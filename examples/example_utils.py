@@ -399,9 +399,13 @@ def last_token_reader(model):
     )
     length = rmt.segment_length
     inputs = {
-        "token_ids": keras.Input((length,), dtype="int32"),
-        "padding_mask": keras.Input((length,), dtype="int32"),
-        "memory": keras.Input((rmt.num_memory_tokens, rmt.hidden_dim)),
+        "token_ids": keras.Input((length,), dtype="int32", name="token_ids"),
+        "padding_mask": keras.Input(
+            (length,), dtype="int32", name="padding_mask"
+        ),
+        "memory": keras.Input(
+            (rmt.num_memory_tokens, rmt.hidden_dim), name="memory"
+        ),
     }
     outputs = rmt(inputs)
     logits = model.get_layer("head")(outputs["sequence_output"][:, -1])

@@ -53,10 +53,11 @@ def test_copy_reverse_writes_accuracy_by_segments_and_plot(tmp_path):
 def test_associative_retrieval_writes_accuracy_and_plot(tmp_path):
     import associative_retrieval
 
-    _smoke(associative_retrieval, tmp_path, "--segments", "5")
+    _smoke(associative_retrieval, tmp_path, "--segments", "3")
     written = _written(tmp_path, "associative_retrieval")
-    assert written["input_length"] == 10
-    assert set(written["test_accuracy"]["no memory"]) == {"5"}
+    assert written["input_length"] == 6  # 2 pairs, "?", the key asked
+    assert set(written["test_accuracy"]["no memory"]) == {"3"}
+    assert written["runs"]["RMT"][0]["segment_length"] == 2
 
 
 def test_facts_in_noise_evaluates_beyond_training_length(tmp_path):
