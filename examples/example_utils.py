@@ -259,8 +259,17 @@ def write_json(results, output_dir, name):
 
 
 def plot(curves, path, xlabel, ylabel, title, chance=None, log_y=False):
-    """One line per model: `curves` maps a name to `(xs, ys)`."""
-    import matplotlib
+    """One line per model: `curves` maps a name to `(xs, ys)`.
+
+    Without matplotlib (the offline GPU machine) prints so and draws
+    nothing: `python examples/example_utils.py DIR` draws every plot later
+    from the JSON files in DIR.
+    """
+    try:
+        import matplotlib
+    except ImportError:
+        print(f"  matplotlib is not installed: {path} not drawn")
+        return None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -361,21 +370,9 @@ def sweep(name, generate, vocabulary_size, segments, config, args, **report):
 
 def _report_sweep(summary, segments, output_dir):
     name, chance = summary["name"], summary.get("chance")
-    curves = {}
-    for kind, by_count in summary["test_accuracy"].items():
-        if kind == "full attention":
-            curves[kind] = (segments, [by_count["1"]] * len(segments))
-        else:
-            curves[kind] = ([int(n) for n in by_count], list(by_count.values()))
+    summary["segments"] = segments
     write_json(summary, output_dir, name)
-    plot(
-        curves,
-        os.path.join(output_dir, f"{name}.png"),
-        xlabel="number of segments",
-        ylabel="answer token accuracy",
-        title=summary.get("title", name),
-        chance=chance,
-    )
+    plot_summary(summary, output_dir)
     print(f"\n{summary.get('title', name)}: test accuracy")
     for kind, by_count in summary["test_accuracy"].items():
         row = "  ".join(f"{n} seg: {v:.3f}" for n, v in by_count.items())
@@ -385,56 +382,47 @@ def _report_sweep(summary, segments, output_dir):
     print(f"  wrote {output_dir}/{name}.json and {name}.png")
 
 
-def last_token_reader(model):
-    """Reads one segment per call: `(segment, memory) -> (logits, memory)`.
-
-    Compiles one segment step, whatever the input's length: the way to run
-    an RMT over many more segments than it was trained on. The logits are
-    those of the segment's last position.
-    """
-    rmt = next(
-        layer
-        for layer in model.layers
-        if isinstance(layer, keras_rmt.layers.RecurrentSegments)
+def plot_summary(summary, output_dir):
+    """Draws an example's plot from its results (the JSON it wrote)."""
+    name = summary["name"]
+    path = os.path.join(output_dir, f"{name}.png")
+    if "perplexity_by_segment" in summary:
+        config = summary["config"]
+        by_segment = summary["perplexity_by_segment"]
+        return plot(
+            {
+                kind: (list(range(1, len(values) + 1)), values)
+                for kind, values in by_segment.items()
+            },
+            path,
+            xlabel=f"segment index ({config['segment_length']} bytes each)",
+            ylabel="perplexity per byte (held out)",
+            title=summary["title"],
+        )
+    curves = {}
+    for kind, by_count in summary["test_accuracy"].items():
+        if kind == "full attention":
+            xs = summary.get("segments") or [
+                int(n) for n in summary["test_accuracy"]["RMT"]
+            ]
+            curves[kind] = (xs, [by_count["1"]] * len(xs))
+        else:
+            curves[kind] = ([int(n) for n in by_count], list(by_count.values()))
+    return plot(
+        curves,
+        path,
+        xlabel=summary.get("xlabel", "number of segments"),
+        ylabel="answer token accuracy",
+        title=summary.get("title", name),
+        chance=summary.get("chance"),
     )
-    length = rmt.segment_length
-    inputs = {
-        "token_ids": keras.Input((length,), dtype="int32", name="token_ids"),
-        "padding_mask": keras.Input(
-            (length,), dtype="int32", name="padding_mask"
-        ),
-        "memory": keras.Input(
-            (rmt.num_memory_tokens, rmt.hidden_dim), name="memory"
-        ),
-    }
-    outputs = rmt(inputs)
-    logits = model.get_layer("head")(outputs["sequence_output"][:, -1])
-    step = keras.Model(inputs, [logits, outputs["memory"]])
-    initial = keras.ops.convert_to_numpy(
-        rmt.memory(keras.ops.zeros((1, 1, rmt.hidden_dim)))
-    )
 
-    def read(inputs, batch_size=128):
-        """Last-position logits of rows whose length is whole segments."""
-        token_ids, mask = inputs["token_ids"], inputs["padding_mask"]
-        count = token_ids.shape[1] // length
-        results = []
-        for start in range(0, len(token_ids), batch_size):
-            rows = slice(start, start + batch_size)
-            batch = len(token_ids[rows])
-            memory = np.repeat(initial, batch, axis=0)
-            for index in range(count):
-                cut = slice(index * length, (index + 1) * length)
-                logits, written = step.predict_on_batch(
-                    {
-                        "token_ids": token_ids[rows, cut],
-                        "padding_mask": mask[rows, cut],
-                        "memory": memory,
-                    }
-                )
-                if rmt.carry_memory:
-                    memory = np.asarray(written)
-            results.append(np.asarray(logits))
-        return np.concatenate(results)
 
-    return read
+if __name__ == "__main__":
+    import glob
+    import sys
+
+    for folder in sys.argv[1:]:
+        for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
+            with open(path) as file:
+                print(plot_summary(json.load(file), folder))

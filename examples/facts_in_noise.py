@@ -143,24 +143,16 @@ def main(argv=None):
         "train_segments": args.train_segments,
         "test_accuracy": accuracy,
         "chance": 1 / config["num_places"],
+        "title": "Where is Mary? Facts hidden in noise",
+        "xlabel": f"number of segments ({config['segment_length']} words "
+        f"each; trained up to {args.train_segments})",
         "paper": "BABILong qa1, GPT-2 + RMT: 1.0 at 16k tokens, 0.99 at 128k",
         "runs": results,
         "seconds": time.time() - start,
         "environment": example_utils.environment(),
     }
     example_utils.write_json(summary, args.output_dir, "facts_in_noise")
-    example_utils.plot(
-        {
-            kind: ([int(n) for n in by], list(by.values()))
-            for kind, by in accuracy.items()
-        },
-        f"{args.output_dir}/facts_in_noise.png",
-        xlabel=f"number of segments ({config['segment_length']} words each;"
-        f" trained up to {args.train_segments})",
-        ylabel="answer accuracy",
-        title="Where is Mary? Facts hidden in noise",
-        chance=summary["chance"],
-    )
+    example_utils.plot_summary(summary, args.output_dir)
     print(f"\nfacts in noise, trained up to {args.train_segments} segments")
     for kind, by_count in accuracy.items():
         row = "  ".join(f"{n}: {v:.3f}" for n, v in by_count.items())

@@ -106,6 +106,7 @@ def main(argv=None):
         "name": "language_modelling",
         "mode": example_utils.mode(args),
         "corpus": "Python documentation (pydoc_data.topics), bytes",
+        "title": "Python docs: perplexity by segment",
         "config": config,
         "validation_rows": int(len(test_y)),
         "perplexity": {k: r["perplexity"] for k, r in results.items()},
@@ -119,14 +120,7 @@ def main(argv=None):
         "environment": example_utils.environment(),
     }
     example_utils.write_json(summary, args.output_dir, "language_modelling")
-    segments = list(range(1, count + 1))
-    example_utils.plot(
-        {k: (segments, v) for k, v in summary["perplexity_by_segment"].items()},
-        f"{args.output_dir}/language_modelling.png",
-        xlabel=f"segment index ({L} bytes each)",
-        ylabel="perplexity per byte (held out)",
-        title="Python docs: perplexity by segment",
-    )
+    example_utils.plot_summary(summary, args.output_dir)
     print("\nheld-out perplexity per byte, by segment index")
     for kind, values in summary["perplexity_by_segment"].items():
         row = " ".join(f"{v:6.2f}" for v in values)
