@@ -51,7 +51,7 @@ class SegmentCurriculum(keras.callbacks.Callback):
         data, max_segments=4, schedule=[1, 1, 2, 4]
     )
     curriculum.on_epoch_begin(2)
-    data.num_segments  # 2
+    (data.num_segments,)  # (2,)
     ```
 
     Reference:
