@@ -38,7 +38,7 @@ QUICK = {
     "num_symbols": 8, "num_memory_tokens": 4, "hidden_dim": 64,
     "num_layers": 2, "num_heads": 4, "batch_size": 32, "epochs": 20,
     "steps_per_epoch": 50, "test_samples": 512, "learning_rate": 2e-3,
-    "time_budget": 120, "baseline_time_budget": 45, "target": 0.99,
+    "time_budget": 240, "baseline_time_budget": 45, "target": 0.99,
 }  # fmt: skip
 FULL = {
     "num_symbols": 10, "num_memory_tokens": 10, "hidden_dim": 128,
