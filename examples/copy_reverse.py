@@ -44,7 +44,8 @@ FULL = {
     "num_symbols": 10, "num_memory_tokens": 10, "hidden_dim": 128,
     "num_layers": 4, "num_heads": 4, "batch_size": 64, "epochs": 100,
     "steps_per_epoch": 100, "test_samples": 1024, "learning_rate": 1e-3,
-    "time_budget": 100, "baseline_time_budget": 12, "target": 0.99,
+    "time_budget": 70, "baseline_time_budget": 8,
+    "full_attention_time_budget": 20, "target": 0.99,
 }  # fmt: skip
 
 

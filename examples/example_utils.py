@@ -338,9 +338,7 @@ def sweep(name, generate, vocabulary_size, segments, config, args, **report):
             validation,
             epochs=config["epochs"],
             target=config.get("target"),
-            seconds=config.get("time_budget")
-            if kind == "RMT"
-            else config.get("baseline_time_budget", config.get("time_budget")),
+            seconds=_time_budget(config, kind),
             verbose=args.verbose,
         )
         run.update(
@@ -366,6 +364,16 @@ def sweep(name, generate, vocabulary_size, segments, config, args, **report):
     }
     _report_sweep(summary, segments, args.output_dir)
     return summary
+
+
+def _time_budget(config, kind):
+    """Seconds of training for a model: baselines may get less."""
+    budget = config.get("time_budget")
+    if kind == "no memory":
+        return config.get("baseline_time_budget", budget)
+    if kind == "full attention":
+        return config.get("full_attention_time_budget", budget)
+    return budget
 
 
 def _report_sweep(summary, segments, output_dir):

@@ -36,7 +36,8 @@ FULL = {
     "segment_length": 32, "num_facts": 4, "num_people": 2, "num_places": 6,
     "num_memory_tokens": 8, "hidden_dim": 128, "num_layers": 4,
     "num_heads": 4, "batch_size": 64, "epochs": 60, "steps_per_epoch": 100,
-    "learning_rate": 1e-3, "time_budget": 120, "test_samples": 1000,
+    "learning_rate": 1e-3, "time_budget": 100, "test_samples": 1000,
+    "baseline_time_budget": 10,
 }  # fmt: skip
 
 
@@ -84,7 +85,9 @@ def train_with_curriculum(kind, config, args, generate):
         validation,
         epochs=config["epochs"],
         target=args.stop_at,
-        seconds=config["time_budget"],
+        seconds=config["time_budget"]
+        if kind == "RMT"
+        else config.get("baseline_time_budget", config["time_budget"]),
         callbacks=[curriculum],
         verbose=args.verbose,
     )
