@@ -426,6 +426,61 @@ def plot_summary(summary, output_dir):
     )
 
 
+def last_token_reader(model):
+    """Reads one segment per call: `(segment, memory) -> (logits, memory)`.
+
+    Compiles one segment step, whatever the input's length: the way to run
+    an RMT over many more segments than it was trained on. The logits are
+    those of the segment's last position.
+    """
+    rmt = next(
+        layer
+        for layer in model.layers
+        if isinstance(layer, keras_rmt.layers.RecurrentSegments)
+    )
+    length = rmt.segment_length
+    inputs = {
+        "token_ids": keras.Input((length,), dtype="int32", name="token_ids"),
+        "padding_mask": keras.Input(
+            (length,), dtype="int32", name="padding_mask"
+        ),
+        "memory": keras.Input(
+            (rmt.num_memory_tokens, rmt.hidden_dim), name="memory"
+        ),
+    }
+    outputs = rmt(inputs)
+    logits = model.get_layer("head")(outputs["sequence_output"][:, -1])
+    step = keras.Model(inputs, [logits, outputs["memory"]])
+    initial = keras.ops.convert_to_numpy(
+        rmt.memory(keras.ops.zeros((1, 1, rmt.hidden_dim)))
+    )
+
+    def read(inputs, batch_size=128):
+        """Last-position logits of rows whose length is whole segments."""
+        token_ids, mask = inputs["token_ids"], inputs["padding_mask"]
+        count = token_ids.shape[1] // length
+        results = []
+        for start in range(0, len(token_ids), batch_size):
+            rows = slice(start, start + batch_size)
+            batch = len(token_ids[rows])
+            memory = np.repeat(initial, batch, axis=0)
+            for index in range(count):
+                cut = slice(index * length, (index + 1) * length)
+                logits, written = step.predict_on_batch(
+                    {
+                        "token_ids": token_ids[rows, cut],
+                        "padding_mask": mask[rows, cut],
+                        "memory": memory,
+                    }
+                )
+                if rmt.carry_memory:
+                    memory = np.asarray(written)
+            results.append(np.asarray(logits))
+        return np.concatenate(results)
+
+    return read
+
+
 if __name__ == "__main__":
     import glob
     import sys
