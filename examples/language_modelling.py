@@ -29,14 +29,15 @@ QUICK = {
     "segment_length": 32, "num_segments": 4, "num_memory_tokens": 4,
     "hidden_dim": 64, "num_layers": 2, "num_heads": 4, "batch_size": 32,
     "epochs": 2, "steps_per_epoch": 60, "learning_rate": 2e-3,
-    "train_bytes": 200_000, "validation_bytes": 32_768,
+    "train_bytes": None, "stride": 64, "validation_bytes": 32_768,
     "time_budget": 150,
 }  # fmt: skip
 FULL = {
     "segment_length": 128, "num_segments": 8, "num_memory_tokens": 10,
     "hidden_dim": 256, "num_layers": 4, "num_heads": 8, "batch_size": 32,
     "epochs": 6, "steps_per_epoch": 400, "learning_rate": 1e-3,
-    "train_bytes": None, "validation_bytes": None, "time_budget": 60,
+    "train_bytes": None, "stride": 32, "validation_bytes": None,
+    "time_budget": 60,
 }  # fmt: skip
 
 
@@ -56,7 +57,10 @@ def main(argv=None):
     config = example_utils.setting(args, QUICK, FULL)
     L, count = config["segment_length"], config["num_segments"]
     train_x, train_y = keras_rmt.datasets.python_docs(
-        L * count, "train", max_bytes=config["train_bytes"]
+        L * count,
+        "train",
+        max_bytes=config["train_bytes"],
+        stride=config["stride"],
     )
     test_x, test_y = keras_rmt.datasets.python_docs(
         L * count, "validation", max_bytes=config["validation_bytes"]
@@ -84,6 +88,7 @@ def main(argv=None):
         history = model.fit(
             train_x,
             train_y,
+            shuffle=True,
             batch_size=config["batch_size"],
             epochs=config["epochs"],
             steps_per_epoch=config["steps_per_epoch"],

@@ -15,6 +15,14 @@ def test_rows_are_the_text_bytes_and_labels_the_next_byte():
     np.testing.assert_array_equal(labels.ravel(), expected[1:1001])
 
 
+def test_stride_gives_overlapping_rows():
+    inputs, labels = python_docs(8, max_bytes=41, stride=4)
+    plain, _ = python_docs(8, max_bytes=41)
+    assert inputs["token_ids"].shape == (9, 8)  # starts 0, 4, ..., 32
+    np.testing.assert_array_equal(inputs["token_ids"][::2], plain["token_ids"])
+    np.testing.assert_array_equal(labels[1, :-1], inputs["token_ids"][1, 1:])
+
+
 def test_validation_is_the_held_out_end():
     train, _ = python_docs(64, split="train")
     held_out, _ = python_docs(64, split="validation")

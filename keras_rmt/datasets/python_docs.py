@@ -4,17 +4,22 @@ VOCABULARY_SIZE = 257  # byte values + 1; 0 is padding
 
 
 def python_docs(
-    sequence_length, split="train", validation_fraction=0.1, max_bytes=None
+    sequence_length,
+    split="train",
+    validation_fraction=0.1,
+    max_bytes=None,
+    stride=None,
 ):
     """A real English text corpus that every Python installation ships.
 
     The Python Language Reference and library topics, as `pydoc` shows
     them (the standard library's `pydoc_data.topics`: about 0.47 MB of
     English technical prose), read as bytes (id = byte value + 1; 0 is
-    padding) and cut into non-overlapping rows of `sequence_length + 1`
-    bytes for language modelling. Topics are joined in name order; the last
-    `validation_fraction` of the text is the `"validation"` split. Needs no
-    download, so a language model can be trained and measured anywhere.
+    padding) and cut into rows of `sequence_length` tokens, labels the next
+    byte, one row every `stride` bytes (by default, rows do not overlap).
+    Topics are joined in name order; the last `validation_fraction` of the
+    text is the `"validation"` split. Needs no download, so a language
+    model can be trained and measured anywhere.
 
     Args:
         sequence_length: int. Tokens per row.
@@ -23,6 +28,9 @@ def python_docs(
             `0.1`.
         max_bytes: int or None. Use at most this many bytes of the split.
             Defaults to `None`: all of it.
+        stride: int or None. Bytes between the starts of two rows; less
+            than `sequence_length` gives overlapping rows (more rows to
+            train on). Defaults to `None`: `sequence_length`.
 
     Returns:
         `(inputs, labels)`: a dict with `"token_ids"` and `"padding_mask"`
@@ -54,15 +62,16 @@ def python_docs(
     data = data[:held_out] if split == "train" else data[held_out:]
     if max_bytes is not None:
         data = data[:max_bytes]
-    rows = (len(data) - 1) // sequence_length
-    if rows < 1:
+    stride = stride or sequence_length
+    rows = (len(data) - 1 - sequence_length) // stride + 1
+    if len(data) - 1 < sequence_length:
         raise ValueError(
             f"The {split} split ({len(data)} bytes) is shorter than one row. "
             f"Received: sequence_length={sequence_length}"
         )
-    used = rows * sequence_length
-    token_ids = data[:used].reshape(rows, sequence_length)
-    labels = data[1 : used + 1].reshape(rows, sequence_length)
+    starts = np.arange(rows)[:, None] * stride
+    positions = starts + np.arange(sequence_length)[None]
+    token_ids, labels = data[positions], data[positions + 1]
     inputs = {"token_ids": token_ids, "padding_mask": np.ones_like(token_ids)}
     return inputs, labels
 
