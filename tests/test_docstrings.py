@@ -22,6 +22,16 @@ PUBLIC = [
     keras_rmt.datasets.vary_n_segments,
     keras_rmt.datasets.SegmentedDataset,
     keras_rmt.callbacks.SegmentCurriculum,
+    keras_rmt.export.export_saved_model,
+    keras_rmt.export.streaming_model,
+    keras_rmt.models.RMTCausalLMPreprocessor,
+    keras_rmt.models.RMTTextClassifierPreprocessor,
+    keras_rmt.models.RMTBackbone,
+    keras_rmt.models.RMTCausalLM,
+    keras_rmt.models.RMTTextClassifier,
+    keras_rmt.metrics.SegmentLosses,
+    keras_rmt.distribution.get_layout_map,
+    keras_rmt.distribution.pad_to_segments,
 ]
 SHOWN_SHAPE = re.compile(r"^(\s*)(.+?)\s+# (\(.*\))$")
 

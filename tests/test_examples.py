@@ -1,6 +1,7 @@
 import json
 
 import first_token_recall
+import serve_streaming
 
 
 def test_demo_writes_results_and_plot(tmp_path):
@@ -81,3 +82,15 @@ def test_language_modelling_writes_perplexity_by_segment(tmp_path):
     by_segment = written["perplexity_by_segment"]
     assert set(by_segment) == {"RMT", "no memory", "full attention"}
     assert all(len(values) == 4 for values in by_segment.values())
+
+
+def test_streaming_example_matches_one_serve_call(tmp_path):
+    report = serve_streaming.main(
+        # No training: the test is about serving.
+        ["--segments", "6", "--samples", "4", "--epochs", "0"]
+        + ["--train-samples", "64", "--output-dir", str(tmp_path)]
+    )
+    assert report["segments"] == 6
+    assert report["max_logits_difference"] <= 1e-5
+    assert report["max_memory_difference"] <= 1e-5
+    assert (tmp_path / "saved_model" / "saved_model.pb").exists()

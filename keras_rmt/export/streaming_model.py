@@ -1,0 +1,189 @@
+"""A functional RMT model rebuilt to take and return the memory."""
+
+import keras
+
+from keras_rmt.layers.recurrent_segments import RecurrentSegments
+
+
+def streaming_model(model, memory_input=True):
+    """Rebuilds a functional RMT model to run one stretch of a stream.
+
+    An RMT model reads its learned initial memory and keeps the memory it
+    writes to itself. Serving a stream needs both ends open: the caller holds
+    the memory between calls, passes it in with the next segment and gets the
+    new memory back. This function replays `model`'s functional graph, layer
+    by layer, and feeds its `keras_rmt.layers.RecurrentSegments` call an extra
+    `"memory"` input; the memory that call returns becomes an extra
+    `"memory"` output. Nested functional models (a task around a backbone)
+    are replayed too. The rebuilt model shares every layer, and so every
+    weight, with `model`; nothing is copied or retrained. What is replayed
+    is the graph: a subclass whose `call` changes the graph's outputs
+    (`keras_rmt.models.RMTTextClassifier` picks each row's last segment)
+    gets the graph's outputs here; `keras_rmt.export.export_saved_model`
+    serves the model's own `call`.
+
+    With the initial memory as `"memory"`, the rebuilt model's other outputs
+    equal `model`'s. Feeding each call's `"memory"` output into the next call
+    continues the stream: the outputs equal those `model` gives for the
+    segments of a whole input that they are part of (the outputs of a head
+    that pools over the sequence are, of course, pooled per call).
+
+    Args:
+        model: `keras.Model`. A functional model (built with `keras.Input`
+            and layer calls, or a keras-hub style task) holding exactly one
+            `keras_rmt.layers.RecurrentSegments` layer.
+        memory_input: bool. Whether the rebuilt model takes `"memory"`. With
+            `False` the layer reads its initial memory as in `model`, and the
+            rebuilt model only adds the final memory to the outputs.
+            Defaults to `True`.
+
+    Returns:
+        A `keras.Model` taking a dict of `model`'s inputs, by name, with the
+        token axis of unknown length (optional inputs, and an input named
+        `"memory"`, left out), plus `"memory"` of shape
+        `(batch_size, num_tokens, hidden_dim)` when `memory_input` is true;
+        and returning a dict of `model`'s outputs (by key, or by output name
+        when `model` has a list of outputs) plus `"memory"`.
+
+    Example:
+    ```python
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=100, num_layers=2, num_heads=2, hidden_dim=16,
+        intermediate_dim=32, max_sequence_length=16,
+    )
+    rmt = keras_rmt.layers.RecurrentSegments(
+        backbone,
+        memory=keras_rmt.layers.MemoryTokens(num_tokens=2),
+        segment_length=4,
+    )
+    token_ids = keras.Input((None,), dtype="int32", name="token_ids")
+    padding_mask = keras.Input((None,), dtype="int32", name="padding_mask")
+    inputs = {"token_ids": token_ids, "padding_mask": padding_mask}
+    logits = keras.layers.Dense(5, name="logits")(
+        rmt(inputs)["sequence_output"]
+    )
+    model = keras.Model(inputs, logits)
+
+    stream = keras_rmt.export.streaming_model(model)
+    memory = np.zeros((1, 2, 16), "float32")
+    outputs = stream({
+        "token_ids": np.ones((1, 4), "int32"),
+        "padding_mask": np.ones((1, 4), "int32"),
+        "memory": memory,
+    })
+    sorted(outputs)  # ['logits', 'memory']
+    outputs["memory"].shape  # (1, 2, 16)
+    ```
+    """
+    rmt = find_recurrent_segments(model)
+    # Optional inputs (as `keras_rmt.models.RMTBackbone`'s `"memory"` and
+    # `"segment_ids"`) are left out: the replay feeds them None.
+    replayed = {
+        name: None
+        if name == "memory" or _is_optional(tensor)
+        else keras.Input(
+            (None, *tensor.shape[2:]), dtype=tensor.dtype, name=name
+        )
+        for name, tensor in _named(model.input, model.inputs)
+    }
+    inputs = {k: v for k, v in replayed.items() if v is not None}
+    written = {}
+    memory = None
+    if memory_input:
+        memory = keras.Input(
+            (rmt.num_memory_tokens, rmt.hidden_dim),
+            dtype=rmt.compute_dtype,
+            name="memory",
+        )
+
+    def call(layer, *args, **kwargs):
+        if layer is rmt:
+            layer_inputs = dict(args[0])
+            if memory is not None:
+                layer_inputs["memory"] = memory
+            outputs = layer(layer_inputs, *args[1:], **kwargs)
+            written["memory"] = outputs["memory"]
+            return outputs
+        if _is_functional(layer) and _holds(layer, rmt):
+            return _replay(layer, args[0], call)
+        return layer(*args, **kwargs)
+
+    outputs = _replay(model, _in_structure(model.input, replayed), call)
+    outputs = dict(_named(outputs, keras.tree.flatten(outputs), model))
+    if "memory" in outputs and outputs["memory"] is not written["memory"]:
+        raise ValueError(
+            "The model already has an output named 'memory' that is not the "
+            "memory of its RecurrentSegments layer. Rename that output. "
+            f"Received: model outputs {sorted(outputs)}"
+        )
+    outputs["memory"] = written["memory"]
+    if memory is not None:
+        inputs["memory"] = memory
+    return keras.Model(inputs, outputs, name=f"{model.name}_streaming")
+
+
+def find_recurrent_segments(model):
+    """The one `RecurrentSegments` layer of `model`, nested models included."""
+    found = list(_recurrent_segments(model))
+    if len(found) != 1 or not _is_functional(model):
+        raise ValueError(
+            "Streaming and export need a functional keras.Model holding "
+            "exactly one keras_rmt.layers.RecurrentSegments layer. Received: "
+            f"model={model.name!r} of type {type(model).__name__} with "
+            f"{len(found)} RecurrentSegments layers "
+            f"{[layer.name for layer in found]}"
+        )
+    return found[0]
+
+
+def _recurrent_segments(layer):
+    if isinstance(layer, RecurrentSegments):
+        yield layer
+        return
+    for child in getattr(layer, "layers", ()):
+        yield from _recurrent_segments(child)
+
+
+def _holds(layer, rmt):
+    return any(found is rmt for found in _recurrent_segments(layer))
+
+
+def _is_functional(layer):
+    # Functional models (keras-hub tasks and backbones included) keep their
+    # graph; subclassed models only have Python code in `call`.
+    return isinstance(layer, keras.Model) and hasattr(layer, "_nodes_by_depth")
+
+
+def _replay(model, inputs, call):
+    """Runs `model`'s graph on `inputs`, calling every layer through `call`.
+
+    The graph walk of `keras.models.clone_model(..., call_function=...)`,
+    without building a model at the end: that model would lack the memory
+    input, which is not one of `model`'s inputs.
+    """
+    return model._run_through_graph(
+        model._standardize_inputs(inputs), call_fn=call
+    )
+
+
+def _is_optional(tensor):
+    return getattr(tensor._keras_history.operation, "optional", False)
+
+
+def _named(structure, flat, model=None):
+    """(name, tensor) pairs: dict keys, else the tensors' or outputs' names."""
+    if isinstance(structure, dict):
+        return list(structure.items())
+    if model is not None:
+        return list(zip(model.output_names, flat))
+    return [(tensor.name, tensor) for tensor in flat]
+
+
+def _in_structure(structure, by_name):
+    """`by_name` arranged like a model's input structure."""
+    if isinstance(structure, dict):
+        return {name: by_name[name] for name in structure}
+    tensors = [by_name[tensor.name] for tensor in keras.tree.flatten(structure)]
+    if isinstance(structure, (list, tuple)):
+        return tensors
+    return tensors[0]

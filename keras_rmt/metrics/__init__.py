@@ -1,0 +1,3 @@
+from keras_rmt.metrics.segment_losses import SegmentLosses
+
+__all__ = ["SegmentLosses"]

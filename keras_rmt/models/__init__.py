@@ -1,0 +1,17 @@
+"""Ready tasks and their preprocessors."""
+
+from keras_rmt.models.rmt_backbone import RMTBackbone
+from keras_rmt.models.rmt_causal_lm import RMTCausalLM
+from keras_rmt.models.rmt_causal_lm_preprocessor import RMTCausalLMPreprocessor
+from keras_rmt.models.rmt_text_classifier import RMTTextClassifier
+from keras_rmt.models.rmt_text_classifier_preprocessor import (
+    RMTTextClassifierPreprocessor,
+)
+
+__all__ = [
+    "RMTBackbone",
+    "RMTCausalLM",
+    "RMTCausalLMPreprocessor",
+    "RMTTextClassifier",
+    "RMTTextClassifierPreprocessor",
+]

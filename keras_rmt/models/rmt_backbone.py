@@ -1,0 +1,290 @@
+import keras
+import keras_hub
+from keras_hub.src.utils.preset_utils import get_preset_loader
+
+from keras_rmt.layers.memory_tokens import MemoryTokens
+from keras_rmt.layers.recurrent_segments import RecurrentSegments
+
+# `from_preset` keyword arguments that shape the recurrence, not the backbone.
+RMT_ARGUMENTS = (
+    "num_memory_tokens",
+    "segment_length",
+    "bptt_depth",
+    "alignment",
+    "memory_layout",
+    "memory_attention",
+    "carry_memory",
+    "memory_initializer",
+    "train_memory_only",
+)
+
+
+@keras.saving.register_keras_serializable(package="keras_rmt")
+class RMTBackbone(keras_hub.models.Backbone):
+    """A keras-hub text backbone made recurrent over segments, with memory.
+
+    Wraps any keras-hub text backbone (GPT-2, OPT, Llama, Mistral, Gemma,
+    BERT, RoBERTa, DistilBERT...) in `keras_rmt.layers.RecurrentSegments` and
+    `keras_rmt.layers.MemoryTokens`, as a functional `keras_hub.models.Backbone`
+    that the RMT tasks build on. It reads inputs of any length and returns
+    the token outputs and the memory after the last segment.
+
+    The memory is also an input, and an optional one: leave it out to start
+    from the learned memory, or pass the `"memory"` returned by an earlier
+    call to go on reading a stream where that call stopped. Reading a stream
+    in pieces this way gives the same outputs as reading it at once, as long
+    as the pieces are cut at segment boundaries.
+
+    Args:
+        backbone: `keras_hub.models.Backbone`. The text backbone to run on
+            every segment. Its weights are used, not copied.
+        num_memory_tokens: int. The number of memory vectors.
+        segment_length: int. Tokens per segment, memory not counted.
+        bptt_depth: int or None. See `keras_rmt.layers.RecurrentSegments`.
+            Defaults to `None`.
+        alignment: `"left"` or `"right"`. See
+            `keras_rmt.layers.RecurrentSegments`. Defaults to `"left"`.
+        memory_layout: `"auto"`, `"decoder"` or `"encoder"`. See
+            `keras_rmt.layers.RecurrentSegments`. Defaults to `"auto"`.
+        memory_attention: `"backbone"` or `"bidirectional"`. See
+            `keras_rmt.layers.RecurrentSegments`. Defaults to `"backbone"`.
+        carry_memory: bool. See `keras_rmt.layers.RecurrentSegments`.
+            Defaults to `True`.
+        memory_initializer: initializer or None. How to draw the initial
+            memory. Defaults to `None`: at the token embeddings' scale.
+        train_memory_only: bool. If True, the wrapped backbone is frozen and
+            only the memory (and a task's own head) is trained. Can be
+            changed later through the attribute of the same name (compile
+            again afterwards, as for any change of `trainable`). Defaults to
+            `False`.
+        dtype: string or `keras.mixed_precision.DTypePolicy`. Defaults to the
+            wrapped backbone's.
+        **kwargs: other keyword arguments passed to
+            `keras_hub.models.Backbone`, including `name`.
+
+    Inputs:
+        `"token_ids"` and `"padding_mask"`, `(batch_size, tokens)`; where the
+        wrapped backbone takes them, `"segment_ids"` (optional, zeros when
+        left out); and the optional `"memory"`,
+        `(batch_size, num_memory_tokens, hidden_dim)`.
+
+    Outputs:
+        A dict with `"sequence_output"`, `(batch_size, tokens, hidden_dim)`,
+        and `"memory"`, `(batch_size, num_memory_tokens, hidden_dim)`.
+
+    Example:
+    ```python
+    gpt2 = keras_hub.models.GPT2Backbone(
+        vocabulary_size=100, num_layers=2, num_heads=2, hidden_dim=16,
+        intermediate_dim=32, max_sequence_length=16,
+    )
+    backbone = keras_rmt.models.RMTBackbone(
+        gpt2, num_memory_tokens=2, segment_length=8
+    )
+    ids = keras.ops.ones((1, 24), "int32")
+    first = backbone({"token_ids": ids[:, :16], "padding_mask": ids[:, :16]})
+    rest = backbone({
+        "token_ids": ids[:, 16:],
+        "padding_mask": ids[:, 16:],
+        "memory": first["memory"],
+    })
+    rest["sequence_output"].shape  # (1, 8, 16)
+    ```
+
+    Reference:
+     - [Bulatov et al., 2022](https://arxiv.org/abs/2207.06881)
+    """
+
+    def __init__(
+        self,
+        backbone,
+        num_memory_tokens,
+        segment_length,
+        bptt_depth=None,
+        alignment="left",
+        memory_layout="auto",
+        memory_attention="backbone",
+        carry_memory=True,
+        memory_initializer=None,
+        train_memory_only=False,
+        dtype=None,
+        **kwargs,
+    ):
+        if isinstance(backbone, RMTBackbone):
+            raise ValueError(
+                "`backbone` must be a keras-hub text backbone, not an "
+                f"RMTBackbone. Received: backbone={backbone.name}"
+            )
+        # === Layers ===
+        self.backbone = backbone
+        self.memory = MemoryTokens(
+            num_memory_tokens,
+            initializer=memory_initializer,
+            dtype=backbone.dtype_policy,
+            name="memory_tokens",
+        )
+        self.recurrent_segments = RecurrentSegments(
+            backbone,
+            memory=self.memory,
+            segment_length=segment_length,
+            bptt_depth=bptt_depth,
+            alignment=alignment,
+            memory_layout=memory_layout,
+            memory_attention=memory_attention,
+            carry_memory=carry_memory,
+            dtype=backbone.dtype_policy,
+            name="recurrent_segments",
+        )
+        self.token_embedding = backbone.token_embedding
+
+        # === Functional Model ===
+        hidden_dim = self.recurrent_segments.hidden_dim
+        inputs = {
+            name: keras.Input(
+                shape=(None,),
+                dtype="int32",
+                name=name,
+                optional=name not in ("token_ids", "padding_mask"),
+            )
+            for name in ("token_ids", "padding_mask", *_extra_inputs(backbone))
+        }
+        inputs["memory"] = keras.Input(
+            shape=(num_memory_tokens, hidden_dim),
+            name="memory",
+            optional=True,
+        )
+        outputs = self.recurrent_segments(inputs)
+        super().__init__(
+            inputs=inputs,
+            outputs=outputs,
+            dtype=dtype or backbone.dtype_policy,
+            **kwargs,
+        )
+
+        # === Config ===
+        self.num_memory_tokens = num_memory_tokens
+        self.segment_length = segment_length
+        self.bptt_depth = bptt_depth
+        self.alignment = alignment
+        self.memory_layout = self.recurrent_segments.memory_layout
+        self.memory_attention = memory_attention
+        self.carry_memory = carry_memory
+        self.memory_initializer = memory_initializer
+        self.hidden_dim = hidden_dim
+        self.train_memory_only = train_memory_only
+
+    def __call__(self, inputs, *args, **kwargs):
+        return super().__call__(self._fill_optional(inputs), *args, **kwargs)
+
+    def call(self, inputs, *args, **kwargs):
+        return super().call(self._fill_optional(inputs), *args, **kwargs)
+
+    def _fill_optional(self, inputs):
+        """Keras wants optional inputs passed as None; let callers omit them."""
+        if not isinstance(inputs, dict):
+            return inputs
+        optional = ("memory", *self.extra_input_names)
+        return {**{name: None for name in optional}, **inputs}
+
+    @property
+    def train_memory_only(self):
+        """Whether the wrapped backbone is frozen (memory trains alone)."""
+        return not self.backbone.trainable
+
+    @train_memory_only.setter
+    def train_memory_only(self, value):
+        self.backbone.trainable = not value
+
+    @property
+    def extra_input_names(self):
+        """Backbone inputs beyond token ids and padding mask."""
+        return _extra_inputs(self.backbone)
+
+    def export(self, filepath, format="tf_saved_model", verbose=None, **kwargs):
+        """Writes the model for serving.
+
+        With `format="tf_saved_model"` (the default), a TF SavedModel with
+        the signatures `serve`, `serve_segment` and `initial_memory`: see
+        `keras_rmt.export.export_saved_model`. Other formats go to
+        `keras.Model.export`.
+        """
+        from keras_rmt.export.saved_model import export_task
+
+        return export_task(self, filepath, format, verbose, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "backbone": keras.layers.serialize(self.backbone),
+                "num_memory_tokens": self.num_memory_tokens,
+                "segment_length": self.segment_length,
+                "bptt_depth": self.bptt_depth,
+                "alignment": self.alignment,
+                "memory_layout": self.memory_layout,
+                "memory_attention": self.memory_attention,
+                "carry_memory": self.carry_memory,
+                "memory_initializer": None
+                if self.memory_initializer is None
+                else keras.initializers.serialize(
+                    keras.initializers.get(self.memory_initializer)
+                ),
+                "train_memory_only": self.train_memory_only,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.layers.deserialize(config["backbone"])
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.dtype_policies.get(config["dtype"])
+        return cls(**config)
+
+    @classmethod
+    def from_preset(cls, preset, load_weights=True, **kwargs):
+        """Builds an `RMTBackbone` from a preset.
+
+        `preset` is either a preset saved from an `RMTBackbone` (its own
+        config is used; RMT arguments cannot be given again) or any keras-hub
+        text backbone preset (a built-in name, a Kaggle or Hugging Face
+        handle, or a local folder), which is wrapped using the RMT arguments
+        given here (`num_memory_tokens` and `segment_length` at least).
+
+        Args:
+            preset: string. A preset name, handle or local folder.
+            load_weights: bool. Whether to load the saved weights.
+            **kwargs: the RMT arguments of `RMTBackbone` (for a plain
+                backbone preset) and arguments of the backbone's
+                `from_preset`, such as `dtype`.
+        """
+        rmt_kwargs, backbone_kwargs = split_rmt_kwargs(kwargs)
+        loader = get_preset_loader(preset)
+        if issubclass(loader.check_backbone_class(), RMTBackbone):
+            check_no_rmt_kwargs(preset, rmt_kwargs)
+            return loader.load_backbone(cls, load_weights, **backbone_kwargs)
+        backbone = keras_hub.models.Backbone.from_preset(
+            preset, load_weights=load_weights, **backbone_kwargs
+        )
+        return cls(backbone, **rmt_kwargs)
+
+
+def _extra_inputs(backbone):
+    return [name for name in ("segment_ids",) if name in backbone.input]
+
+
+def split_rmt_kwargs(kwargs):
+    """(RMT arguments, all the others) from `from_preset` keywords."""
+    rmt = {k: v for k, v in kwargs.items() if k in RMT_ARGUMENTS}
+    rest = {k: v for k, v in kwargs.items() if k not in RMT_ARGUMENTS}
+    return rmt, rest
+
+
+def check_no_rmt_kwargs(preset, rmt_kwargs):
+    if rmt_kwargs:
+        raise ValueError(
+            f"The preset {preset!r} already holds an RMT model, whose memory "
+            "and segment settings are part of what it learned; they cannot "
+            f"be given again. Received: {rmt_kwargs}"
+        )

@@ -1,0 +1,328 @@
+import keras
+import keras_hub
+import numpy as np
+import pytest
+from conftest import (
+    VOCABULARY_SIZE,
+    make_backbone,
+    make_rmt_backbone,
+    numpy,
+    random_batch,
+    save_local_preset,
+)
+
+import keras_rmt
+
+
+def _causal_lm(family="gpt2", **kwargs):
+    return keras_rmt.models.RMTCausalLM(make_rmt_backbone(family, **kwargs))
+
+
+def _cross_entropy(logits, labels):
+    logits = logits - logits.max(-1, keepdims=True)
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    return -np.take_along_axis(log_probs, labels[..., None], -1)[..., 0]
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_logits_are_the_token_embedding_in_reverse(family):
+    causal_lm = _causal_lm(family)
+    batch = random_batch(2, 10, lengths=[10, 7])
+    hidden = numpy(causal_lm.backbone(batch)["sequence_output"])
+    embedding = causal_lm.backbone.token_embedding
+    if family == "gpt2":  # Tied: the input embedding matrix itself.
+        matrix = numpy(embedding.embeddings).T
+    else:  # Llama keeps a separate output matrix.
+        matrix = numpy(embedding.reverse_embeddings)
+        assert not np.allclose(matrix, numpy(embedding.embeddings).T)
+    np.testing.assert_allclose(
+        numpy(causal_lm(batch)), hidden @ matrix, atol=1e-4
+    )
+
+
+@pytest.fixture(scope="module")
+def evaluated():
+    """A task evaluated on 3 segments, with a labels mask."""
+    keras.utils.set_random_seed(0)
+    causal_lm = _causal_lm()
+    causal_lm.compile(segment_metrics=4)
+    batch = random_batch(2, 11, seed=2, lengths=[11, 6])
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, VOCABULARY_SIZE, (2, 11)).astype("int32")
+    weights = (rng.random((2, 11)) < 0.7).astype("float32") * batch[
+        "padding_mask"
+    ]
+    logs = causal_lm.evaluate(
+        batch, labels, sample_weight=weights, return_dict=True, verbose=0
+    )
+    losses = _cross_entropy(causal_lm.predict(batch, verbose=0), labels)
+    return logs, losses, weights
+
+
+def test_loss_is_token_weighted_cross_entropy_over_all_segments(evaluated):
+    logs, losses, weights = evaluated
+    expected = (losses * weights).sum() / weights.sum()
+    np.testing.assert_allclose(logs["loss"], expected, rtol=1e-5)
+
+
+def test_each_segments_loss_is_reported(evaluated):
+    logs, losses, weights = evaluated
+    for index in range(3):
+        part = slice(4 * index, 4 * index + 4)
+        expected = (losses[:, part] * weights[:, part]).sum() / weights[
+            :, part
+        ].sum()
+        np.testing.assert_allclose(
+            logs[f"segment_{index + 1}_loss"], expected, rtol=1e-5
+        )
+    # No fourth segment in 11 tokens: nothing to report.
+    assert np.isnan(logs["segment_4_loss"])
+
+
+def test_fit_with_a_labels_mask_trains_the_answer_tokens_only():
+    # The last token's label is the first token, two segments back; the
+    # labels mask keeps the loss on that answer alone.
+    inputs, keys = keras_rmt.datasets.first_token_recall(64, num_keys=4, seed=0)
+    labels = np.zeros_like(inputs["token_ids"])
+    labels[:, -1] = keys + 2
+    weights = np.zeros(labels.shape, "float32")
+    weights[:, -1] = 1.0
+    causal_lm = _causal_lm()
+    causal_lm.compile(optimizer=keras.optimizers.Adam(1e-2), segment_metrics=3)
+    history = causal_lm.fit(
+        inputs,
+        labels,
+        sample_weight=weights,
+        batch_size=32,
+        epochs=3,
+        verbose=0,
+    ).history
+    assert history["loss"][-1] < history["loss"][0]
+    np.testing.assert_allclose(history["segment_3_loss"], history["loss"])
+    assert np.isnan(history["segment_1_loss"][-1])
+
+
+def _short_gpt2_lm(memory_attention="backbone"):
+    """Segments of 4 plus 2 x 2 memory fill GPT-2's 8 positions exactly."""
+    keras.utils.set_random_seed(1)
+    gpt2 = keras_hub.models.GPT2Backbone(
+        vocabulary_size=VOCABULARY_SIZE,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
+        max_sequence_length=8,
+    )
+    backbone = keras_rmt.models.RMTBackbone(
+        gpt2,
+        num_memory_tokens=2,
+        segment_length=4,
+        memory_attention=memory_attention,
+    )
+    return keras_rmt.models.RMTCausalLM(backbone)
+
+
+def _greedy_reference(causal_lm, prompt, lengths, total):
+    """Every step recomputes all segments from scratch with the layer."""
+    token_ids = prompt[:, :total].copy()
+    all_logits = []
+    for index in range(min(lengths), total):
+        prefix = {
+            "token_ids": token_ids[:, :index],
+            "padding_mask": np.ones((len(lengths), index), "int32"),
+        }
+        logits = numpy(causal_lm(prefix))[:, -1]
+        all_logits.append(logits)
+        for row, length in enumerate(lengths):
+            if index >= length:
+                token_ids[row, index] = logits[row].argmax()
+    return token_ids, np.stack(all_logits, axis=1)
+
+
+# GPT-2 with the backbone's mask generates with a key/value cache; with the
+# paper's mask it runs the segment again at each step.
+@pytest.fixture(scope="module", params=["kv_cache", "recompute"])
+def generation(request):
+    memory_attention = {"kv_cache": "backbone", "recompute": "bidirectional"}
+    causal_lm = _short_gpt2_lm(memory_attention[request.param])
+    uses_cache = causal_lm._segment_cache() is not None
+    assert uses_cache == (request.param == "kv_cache")
+    lengths = [3, 6]
+    prompt = random_batch(2, 14, seed=4, lengths=lengths)
+    expected, logits = _greedy_reference(
+        causal_lm, prompt["token_ids"], lengths, 14
+    )
+    return causal_lm, prompt, expected, logits
+
+
+def test_greedy_generation_across_segments_equals_recomputing(generation):
+    # 14 tokens: four segments, past the backbone's 8 positions.
+    causal_lm, prompt, expected, _ = generation
+    causal_lm.compile(sampler="greedy")
+    got = causal_lm.generate(prompt, stop_token_ids=None)
+    np.testing.assert_array_equal(numpy(got["token_ids"]), expected)
+
+
+def test_generation_steps_give_the_recomputed_logits(generation):
+    causal_lm, prompt, expected, logits = generation
+    prompt = {k: keras.ops.convert_to_tensor(v) for k, v in prompt.items()}
+    cache, index = causal_lm.start_generation(
+        prompt["token_ids"], prompt["padding_mask"]
+    )
+    assert int(index) == 3
+    token_ids = keras.ops.convert_to_tensor(expected)
+    for step in range(3, 14):
+        got, _, cache = causal_lm.next_logits(token_ids, cache, step)
+        np.testing.assert_allclose(numpy(got), logits[:, step - 3], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "sampler",
+    [
+        keras_hub.samplers.TopKSampler(k=1),
+        keras_hub.samplers.TopPSampler(p=1e-6),
+    ],
+    ids=["top_k", "top_p"],
+)
+def test_keras_hub_samplers_drive_generation(generation, sampler):
+    # With all their mass on the best token they must agree with greedy.
+    causal_lm, prompt, expected, _ = generation
+    causal_lm.compile(sampler=sampler)
+    got = causal_lm.generate(prompt, stop_token_ids=None)
+    np.testing.assert_array_equal(numpy(got["token_ids"]), expected)
+
+
+def test_generation_stops_after_a_stop_token(generation):
+    causal_lm, prompt, expected, _ = generation
+    causal_lm.compile(sampler="greedy")
+    stop = int(expected[0, 5])
+    got = numpy(causal_lm.generate(prompt, stop_token_ids=[stop]))
+    first_stop = 3 + list(expected[0, 3:]).index(stop)
+    assert got["padding_mask"][0].sum() == first_stop + 1
+    np.testing.assert_array_equal(
+        got["token_ids"][0, : first_stop + 1], expected[0, : first_stop + 1]
+    )
+
+
+def test_train_memory_only_changes_memory_and_nothing_else():
+    causal_lm = keras_rmt.models.RMTCausalLM(
+        make_rmt_backbone("gpt2", train_memory_only=True)
+    )
+    causal_lm.compile(optimizer=keras.optimizers.Adam(1e-2))
+    before = [numpy(w) for w in causal_lm.backbone.backbone.weights]
+    memory_before = numpy(causal_lm.backbone.memory.memory)
+    batch = random_batch(4, 9)
+    causal_lm.fit(batch, batch["token_ids"], epochs=2, verbose=0)
+    for got, expected in zip(causal_lm.backbone.backbone.weights, before):
+        np.testing.assert_array_equal(numpy(got), expected)
+    change = numpy(causal_lm.backbone.memory.memory) - memory_before
+    assert np.abs(change).min() > 0
+
+
+def test_keras_file_round_trip_gives_identical_outputs(tmp_path):
+    causal_lm = _causal_lm(bptt_depth=1, memory_attention="bidirectional")
+    batch = random_batch(2, 10, lengths=[10, 5])
+    expected = causal_lm.predict(batch, verbose=0)
+    causal_lm.save(tmp_path / "causal_lm.keras")
+    restored = keras.saving.load_model(tmp_path / "causal_lm.keras")
+    assert isinstance(restored, keras_rmt.models.RMTCausalLM)
+    assert restored.backbone.memory_attention == "bidirectional"
+    np.testing.assert_array_equal(restored.predict(batch, verbose=0), expected)
+
+
+def _gpt2_tokenizer():
+    vocabulary = {"<|endoftext|>": 0, "a": 1, "b": 2, "Ġ": 3, "Ġa": 4, "Ġb": 5}
+    return keras_hub.models.GPT2Tokenizer(
+        vocabulary=vocabulary, merges=["Ġ a", "Ġ b"]
+    )
+
+
+def test_from_keras_hub_preset_and_preset_round_trip(tmp_path):
+    gpt2 = make_backbone("gpt2")
+    gpt2.save_to_preset(tmp_path / "gpt2")
+    _gpt2_tokenizer().save_to_preset(tmp_path / "gpt2")
+    causal_lm = keras_rmt.models.RMTCausalLM.from_preset(
+        str(tmp_path / "gpt2"), num_memory_tokens=2, segment_length=4
+    )
+    assert causal_lm.backbone.num_memory_tokens == 2
+    for got, expected in zip(causal_lm.backbone.backbone.weights, gpt2.weights):
+        np.testing.assert_array_equal(numpy(got), numpy(expected))
+    causal_lm.save_to_preset(tmp_path / "rmt")
+    restored = keras_rmt.models.RMTCausalLM.from_preset(str(tmp_path / "rmt"))
+    # Token ids straight into the model: its preprocessor takes strings.
+    batch = random_batch(2, 10, lengths=[10, 5])
+    np.testing.assert_array_equal(
+        numpy(restored(batch)), numpy(causal_lm(batch))
+    )
+
+
+def test_preset_without_tokenizer_is_refused_clearly(tmp_path):
+    make_backbone("gpt2").save_to_preset(tmp_path / "gpt2")
+    with pytest.raises(ValueError, match="has no tokenizer"):
+        keras_rmt.models.RMTCausalLM.from_preset(
+            str(tmp_path / "gpt2"), num_memory_tokens=2, segment_length=4
+        )
+    causal_lm = keras_rmt.models.RMTCausalLM.from_preset(
+        str(tmp_path / "gpt2"),
+        num_memory_tokens=2,
+        segment_length=4,
+        preprocessor=None,
+    )
+    assert causal_lm.preprocessor is None
+
+
+def test_refuses_backbones_it_cannot_use():
+    with pytest.raises(ValueError, match="must be a keras_rmt.models.RMTB"):
+        keras_rmt.models.RMTCausalLM(make_backbone("gpt2"))
+    with pytest.raises(ValueError, match="memory_layout='encoder'"):
+        _causal_lm("bert")
+    with pytest.raises(ValueError, match="segment_metrics=-1"):
+        _causal_lm().compile(segment_metrics=-1)
+
+
+def _texts(count, seed):
+    """Documents whose last word repeats their first, 9 or 10 tokens long.
+
+    Two segments of 8 each: one compiled shape for the whole test.
+    """
+    rng = np.random.default_rng(seed)
+    texts = []
+    for _ in range(count):
+        words = list(rng.choice(["the", "fox", "dog"], 6))
+        texts.append(" ".join(words + words[:1]))
+    return texts
+
+
+def test_fit_predict_evaluate_and_generate_from_raw_strings(
+    tmp_path, gpt2_tokenizer
+):
+    preset = save_local_preset(tmp_path / "gpt2", "gpt2", gpt2_tokenizer)
+    causal_lm = keras_rmt.models.RMTCausalLM.from_preset(
+        preset, num_memory_tokens=2, segment_length=8
+    )
+    assert isinstance(
+        causal_lm.preprocessor, keras_rmt.models.RMTCausalLMPreprocessor
+    )
+    texts = _texts(16, seed=0)
+    causal_lm.compile(optimizer=keras.optimizers.Adam(1e-2))
+    history = causal_lm.fit(texts, batch_size=8, epochs=3, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0] - 0.5
+
+    x, y, weights = (numpy(t) for t in causal_lm.preprocessor(texts))
+    logits = causal_lm.predict(texts, batch_size=16, verbose=0)
+    np.testing.assert_allclose(logits, numpy(causal_lm(x)), atol=1e-5)
+    losses = _cross_entropy(logits, y)
+    logs = causal_lm.evaluate(texts, batch_size=16, return_dict=True, verbose=0)
+    np.testing.assert_allclose(
+        logs["loss"], (losses * weights).sum() / weights.sum(), rtol=1e-5
+    )
+
+    causal_lm.compile(sampler="greedy")
+    prompts = ["the quick", "fox"]
+    generated = causal_lm.generate(prompts, max_length=24)
+    for prompt, text in zip(prompts, generated):
+        assert text.startswith(prompt)
+    causal_lm.save_to_preset(tmp_path / "rmt")
+    restored = keras_rmt.models.RMTCausalLM.from_preset(str(tmp_path / "rmt"))
+    restored.compile(sampler="greedy")
+    assert restored.generate(prompts, max_length=24) == generated

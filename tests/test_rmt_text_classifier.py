@@ -1,0 +1,222 @@
+import keras
+import keras_hub
+import numpy as np
+import pytest
+from conftest import (
+    backbone_inputs,
+    make_backbone,
+    make_rmt_backbone,
+    numpy,
+    random_batch,
+    save_local_preset,
+)
+
+import keras_rmt
+
+LENGTHS = [11, 6]
+
+
+def _classifier(family, num_classes=3, backbone_kwargs=None, **kwargs):
+    backbone = make_rmt_backbone(family, **(backbone_kwargs or {}))
+    return keras_rmt.models.RMTTextClassifier(
+        backbone, num_classes=num_classes, **kwargs
+    )
+
+
+def _dense(layer, x):
+    kernel, bias = (numpy(w) for w in layer.weights)
+    return x @ kernel + bias
+
+
+@pytest.mark.parametrize(
+    "family, alignment, positions",
+    [
+        # [CLS] of each row's last segment: 11 tokens -> segment 3 starts at
+        # 8; 6 tokens -> segment 2 starts at 4.
+        ("bert", "left", [8, 4]),
+        # Last real token, wherever the segments are cut.
+        ("gpt2", "left", [10, 5]),
+        ("gpt2", "right", [10, 5]),
+    ],
+)
+def test_logits_read_each_rows_last_segment(family, alignment, positions):
+    classifier = _classifier(family, backbone_kwargs={"alignment": alignment})
+    batch = backbone_inputs(random_batch(2, 11, lengths=LENGTHS), family)
+    hidden = numpy(classifier.backbone(batch)["sequence_output"])
+    features = hidden[[0, 1], positions]
+    if family == "bert":
+        features = np.tanh(_dense(classifier.pooler, features))
+    else:
+        assert classifier.pooler is None
+    expected = _dense(classifier.output_dense, features)
+    np.testing.assert_allclose(
+        classifier.predict(batch, verbose=0), expected, atol=1e-5
+    )
+
+
+def _log_softmax(logits):
+    logits = logits - logits.max(-1, keepdims=True)
+    return logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+
+
+def test_mean_segment_loss_averages_segments_that_hold_tokens():
+    classifier = _classifier("bert", segment_loss="mean")
+    batch = backbone_inputs(random_batch(2, 11, lengths=LENGTHS), "bert")
+    labels = np.array([2, 0], "int32")
+    segment_logits = numpy(classifier(batch, training=True))
+    assert segment_logits.shape == (2, 3, 3)
+    np.testing.assert_allclose(
+        segment_logits[[0, 1], [2, 1]],
+        numpy(classifier(batch)),
+        atol=1e-6,
+    )
+    losses = -_log_softmax(segment_logits)[[0, 1], :, labels]
+    # The 6-token row holds tokens in its first two segments only.
+    expected = (losses[0].mean() + losses[1, :2].mean()) / 2
+    got = classifier.compute_loss(
+        batch, labels, classifier(batch, training=True)
+    )
+    np.testing.assert_allclose(numpy(got), expected, rtol=1e-5)
+
+    last = _classifier("bert")
+    last_logits = numpy(last(batch, training=True))
+    assert last_logits.shape == (2, 3)
+    expected = -_log_softmax(last_logits)[[0, 1], labels].mean()
+    got = last.compute_loss(batch, labels, last(batch, training=True))
+    np.testing.assert_allclose(numpy(got), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("segment_loss", ["last", "mean"])
+def test_fit_lowers_the_loss_and_evaluate_reports_the_last_segment(
+    segment_loss,
+):
+    inputs, labels = keras_rmt.datasets.first_token_recall(
+        32, num_keys=4, seed=0
+    )
+    classifier = _classifier("gpt2", num_classes=4, segment_loss=segment_loss)
+    classifier.compile(optimizer=keras.optimizers.Adam(1e-2))
+    history = classifier.fit(
+        inputs, labels, batch_size=16, epochs=3, verbose=0
+    ).history
+    assert history["loss"][-1] < history["loss"][0]
+    logs = classifier.evaluate(inputs, labels, return_dict=True, verbose=0)
+    predictions = classifier.predict(inputs, verbose=0)
+    expected = -_log_softmax(predictions)[np.arange(32), labels].mean()
+    np.testing.assert_allclose(logs["loss"], expected, rtol=1e-4)
+    np.testing.assert_allclose(
+        logs["sparse_categorical_accuracy"],
+        (predictions.argmax(-1) == labels).mean(),
+    )
+
+
+def test_keras_file_round_trip_gives_identical_outputs(tmp_path):
+    classifier = _classifier("bert", segment_loss="mean", dropout=0.1)
+    batch = backbone_inputs(random_batch(2, 11, lengths=LENGTHS), "bert")
+    expected = classifier.predict(batch, verbose=0)
+    classifier.save(tmp_path / "classifier.keras")
+    restored = keras.saving.load_model(tmp_path / "classifier.keras")
+    assert isinstance(restored, keras_rmt.models.RMTTextClassifier)
+    assert restored.segment_loss == "mean"
+    np.testing.assert_array_equal(restored.predict(batch, verbose=0), expected)
+
+
+def _bert_tokenizer():
+    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b"]
+    return keras_hub.models.BertTokenizer(vocabulary=vocabulary)
+
+
+def test_from_keras_hub_preset_and_preset_round_trip(tmp_path):
+    bert = make_backbone("bert")
+    bert.save_to_preset(tmp_path / "bert")
+    _bert_tokenizer().save_to_preset(tmp_path / "bert")
+    classifier = keras_rmt.models.RMTTextClassifier.from_preset(
+        str(tmp_path / "bert"),
+        num_classes=2,
+        num_memory_tokens=2,
+        segment_length=4,
+    )
+    assert classifier.backbone.memory_layout == "encoder"
+    inner = classifier.backbone.backbone
+    for got, expected in zip(inner.weights, bert.weights):
+        np.testing.assert_array_equal(numpy(got), numpy(expected))
+    classifier.save_to_preset(tmp_path / "rmt")
+    restored = keras_rmt.models.RMTTextClassifier.from_preset(
+        str(tmp_path / "rmt")
+    )
+    # Token ids straight into the model: its preprocessor takes strings.
+    batch = backbone_inputs(random_batch(2, 11, lengths=LENGTHS), "bert")
+    np.testing.assert_array_equal(
+        numpy(restored(batch)), numpy(classifier(batch))
+    )
+    # A new head: the backbone and memory are kept, the head is drawn anew.
+    new_head = keras_rmt.models.RMTTextClassifier.from_preset(
+        str(tmp_path / "rmt"), num_classes=5
+    )
+    assert numpy(new_head(batch)).shape == (2, 5)
+    np.testing.assert_array_equal(
+        numpy(new_head.backbone.memory.memory),
+        numpy(classifier.backbone.memory.memory),
+    )
+
+
+def test_bad_configurations_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="alignment='left'"):
+        _classifier("bert", backbone_kwargs={"alignment": "right"})
+    with pytest.raises(ValueError, match="segment_loss='sum'"):
+        _classifier("gpt2", segment_loss="sum")
+    with pytest.raises(ValueError, match="num_classes=0"):
+        _classifier("gpt2", num_classes=0)
+    make_backbone("bert").save_to_preset(tmp_path / "bert")
+    with pytest.raises(ValueError, match="has no tokenizer"):
+        keras_rmt.models.RMTTextClassifier.from_preset(
+            str(tmp_path / "bert"),
+            num_classes=2,
+            num_memory_tokens=2,
+            segment_length=4,
+        )
+
+
+WORDS = ["the", "fox", "dog", "quick", "brown", "lazy", "over"]
+
+
+def test_fit_predict_evaluate_from_raw_strings(tmp_path, wordpiece_tokenizer):
+    # The class is the first word; it sits in the first of three segments.
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 16)
+    texts = [
+        " ".join([WORDS[label]] + list(rng.choice(WORDS[3:], 7)))
+        for label in labels
+    ]
+    preset = save_local_preset(tmp_path / "bert", "bert", wordpiece_tokenizer)
+    classifier = keras_rmt.models.RMTTextClassifier.from_preset(
+        preset, num_classes=3, num_memory_tokens=2, segment_length=5
+    )
+    preprocessor = classifier.preprocessor
+    assert isinstance(
+        preprocessor, keras_rmt.models.RMTTextClassifierPreprocessor
+    )
+    assert preprocessor.memory_layout == "encoder"
+    x, _ = preprocessor(texts[:1], labels[:1])
+    assert numpy(x["token_ids"]).shape == (1, 15)
+    classifier.compile(optimizer=keras.optimizers.Adam(1e-2))
+    history = classifier.fit(texts, labels, batch_size=8, epochs=4, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+
+    predictions = classifier.predict(texts, batch_size=16, verbose=0)
+    x, _ = preprocessor(texts, labels)
+    np.testing.assert_allclose(
+        predictions, numpy(classifier(numpy(x))), atol=1e-5
+    )
+    logs = classifier.evaluate(
+        texts, labels, batch_size=16, return_dict=True, verbose=0
+    )
+    expected = -_log_softmax(predictions)[np.arange(16), labels].mean()
+    np.testing.assert_allclose(logs["loss"], expected, rtol=1e-4)
+
+    classifier.save_to_preset(tmp_path / "rmt")
+    restored = keras_rmt.models.RMTTextClassifier.from_preset(
+        str(tmp_path / "rmt")
+    )
+    np.testing.assert_array_equal(
+        restored.predict(texts, batch_size=16, verbose=0), predictions
+    )
