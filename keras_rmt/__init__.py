@@ -1,6 +1,7 @@
 """keras-rmt: Recurrent Memory Transformer layers for keras-hub backbones."""
 
 from keras_rmt import (
+    callbacks,
     datasets,
     distribution,
     export,
@@ -11,6 +12,7 @@ from keras_rmt import (
 from keras_rmt.version import __version__
 
 __all__ = [
+    "callbacks",
     "datasets",
     "distribution",
     "export",

@@ -21,6 +21,69 @@ def test_demo_writes_results_and_plot(tmp_path):
     assert (tmp_path / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def _smoke(module, tmp_path, *extra):
+    return module.main(
+        ["--smoke-test", "--verbose", "0", "--output-dir", str(tmp_path)]
+        + list(extra)
+    )
+
+
+def _written(tmp_path, name):
+    written = json.loads((tmp_path / f"{name}.json").read_text())
+    assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    return written
+
+
+def test_copy_reverse_writes_accuracy_by_segments_and_plot(tmp_path):
+    import copy_reverse
+
+    results = _smoke(
+        copy_reverse, tmp_path, "--task", "copy", "--segments", "2"
+    )
+    written = _written(tmp_path, "copy4")
+    assert set(written["test_accuracy"]) == {
+        "RMT",
+        "no memory",
+        "full attention",
+    }
+    assert set(written["test_accuracy"]["RMT"]) == {"2"}
+    assert written["test_accuracy"] == results["copy"]["test_accuracy"]
+    assert written["runs"]["RMT"][0]["segment_length"] == 6
+
+
+def test_associative_retrieval_writes_accuracy_and_plot(tmp_path):
+    import associative_retrieval
+
+    _smoke(associative_retrieval, tmp_path, "--segments", "3")
+    written = _written(tmp_path, "associative_retrieval")
+    assert written["input_length"] == 6  # 2 pairs, "?", the key asked
+    assert set(written["test_accuracy"]["no memory"]) == {"3"}
+    assert written["runs"]["RMT"][0]["segment_length"] == 2
+
+
+def test_facts_in_noise_evaluates_beyond_training_length(tmp_path):
+    import facts_in_noise
+
+    _smoke(
+        facts_in_noise, tmp_path,
+        "--train-segments", "2", "--eval-segments", "1", "4",
+    )  # fmt: skip
+    written = _written(tmp_path, "facts_in_noise")
+    assert set(written["test_accuracy"]) == {"RMT", "no memory"}
+    assert set(written["test_accuracy"]["RMT"]) == {"1", "4"}
+    assert written["runs"]["RMT"]["segments_by_epoch"] == [1]
+
+
+def test_language_modelling_writes_perplexity_by_segment(tmp_path):
+    import language_modelling
+
+    _smoke(language_modelling, tmp_path)
+    written = _written(tmp_path, "language_modelling")
+    by_segment = written["perplexity_by_segment"]
+    assert set(by_segment) == {"RMT", "no memory", "full attention"}
+    assert all(len(values) == 4 for values in by_segment.values())
+
+
 def test_streaming_example_matches_one_serve_call(tmp_path):
     report = serve_streaming.main(
         # No training: the test is about serving.

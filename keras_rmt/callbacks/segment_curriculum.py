@@ -1,0 +1,170 @@
+import keras
+import numpy as np
+
+
+class SegmentCurriculum(keras.callbacks.Callback):
+    """Grows the number of segments of the training data: 1, 2, ... N.
+
+    The paper's recipe for memory that holds over many segments: train on
+    one segment until the model has learnt the task, then on two, and so
+    on. Before each epoch the callback sets `num_segments` of the training
+    data (a `keras_rmt.datasets.SegmentedDataset`, or any object with a
+    settable `num_segments`).
+
+    Two ways to decide when to grow:
+    - `schedule`: a list, entry `i` the number of segments of epoch `i`
+      (the last entry holds afterwards), or a callable `epoch -> segments`.
+    - otherwise, on a plateau: one segment more once `monitor` has not
+      improved by more than `min_delta` for `patience` epochs, or as soon as
+      it reaches `target`. Growing restarts the count.
+
+    The number in use is logged each epoch as `num_segments`, and
+    `history` lists it per epoch.
+
+    Args:
+        data: the training data; its `num_segments` is set.
+        max_segments: int. The curriculum stops growing here.
+        schedule: list of int, callable or None. See above. Defaults to
+            `None`: grow on a plateau.
+        start: int. Segments of the first epoch (plateau mode). Defaults
+            to `1`.
+        monitor: str. The logged metric watched for a plateau. Defaults to
+            `"loss"`.
+        mode: `"min"`, `"max"` or `"auto"` (`"max"` for names with
+            "acc", otherwise `"min"`). Defaults to `"auto"`.
+        patience: int. Epochs without improvement before growing.
+            Defaults to `2`.
+        min_delta: float. Smallest change that counts as an improvement.
+            Defaults to `0.0`.
+        target: float or None. Grow as soon as `monitor` reaches this
+            value. Defaults to `None`.
+        verbose: int. 1 prints a line each time the data grows. Defaults
+            to `0`.
+
+    Example:
+    ```python
+    class Data:
+        num_segments = 1
+
+    data = Data()
+    curriculum = keras_rmt.callbacks.SegmentCurriculum(
+        data, max_segments=4, schedule=[1, 1, 2, 4]
+    )
+    curriculum.on_epoch_begin(2)
+    (data.num_segments,)  # (2,)
+    ```
+
+    Reference:
+     - [Bulatov et al., 2022](https://arxiv.org/abs/2207.06881)
+    """
+
+    def __init__(
+        self,
+        data,
+        max_segments,
+        schedule=None,
+        start=1,
+        monitor="loss",
+        mode="auto",
+        patience=2,
+        min_delta=0.0,
+        target=None,
+        verbose=0,
+    ):
+        super().__init__()
+        if not hasattr(data, "num_segments"):
+            raise ValueError(
+                "`data` must have a settable `num_segments` (for example a "
+                f"keras_rmt.datasets.SegmentedDataset). Received: data={data!r}"
+            )
+        if not isinstance(max_segments, int) or max_segments < 1:
+            raise ValueError(
+                "`max_segments` must be a positive integer. "
+                f"Received: max_segments={max_segments!r}"
+            )
+        if not isinstance(start, int) or not 1 <= start <= max_segments:
+            raise ValueError(
+                f"`start` must be an integer from 1 to max_segments="
+                f"{max_segments}. Received: start={start!r}"
+            )
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(
+                "`mode` must be one of ('auto', 'min', 'max'). "
+                f"Received: mode={mode!r}"
+            )
+        if isinstance(schedule, (list, tuple)) and not schedule:
+            raise ValueError(
+                f"`schedule` must not be empty. Received: schedule={schedule!r}"
+            )
+        self.data = data
+        self.max_segments = max_segments
+        self.schedule = schedule
+        self.start = start
+        self.monitor = monitor
+        if mode == "auto":
+            mode = "max" if "acc" in monitor else "min"
+        self.mode = mode
+        self.patience = patience
+        self.min_delta = min_delta
+        self.target = target
+        self.verbose = verbose
+        self.history = []
+        self._num_segments = start
+        self._best = None
+        self._wait = 0
+
+    def on_train_begin(self, logs=None):
+        self.history = []
+        self._num_segments = self.start
+        self._best = None
+        self._wait = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.schedule is not None:
+            self._num_segments = self._scheduled(epoch)
+        if self.verbose and self._num_segments != self.data.num_segments:
+            print(
+                f"\nSegmentCurriculum: epoch {epoch + 1}: "
+                f"{self._num_segments} segments"
+            )
+        self.data.num_segments = self._num_segments
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.history.append(self._num_segments)
+        if self.schedule is None:
+            if logs is None or self.monitor not in logs:
+                raise ValueError(
+                    f"SegmentCurriculum watches monitor={self.monitor!r}, "
+                    f"which the logs do not hold. Logged: {sorted(logs or {})}"
+                )
+            if self._plateaued(float(logs[self.monitor])):
+                self._num_segments = min(
+                    self._num_segments + 1, self.max_segments
+                )
+                self._best = None
+                self._wait = 0
+        if logs is not None:
+            logs["num_segments"] = self.history[-1]
+
+    def _scheduled(self, epoch):
+        if callable(self.schedule):
+            count = self.schedule(epoch)
+        else:
+            count = self.schedule[min(epoch, len(self.schedule) - 1)]
+        if not isinstance(count, (int, np.integer)) or count < 1:
+            raise ValueError(
+                "`schedule` must give positive integers. Received "
+                f"{count!r} for epoch {epoch}"
+            )
+        return int(min(count, self.max_segments))
+
+    def _plateaued(self, value):
+        sign = 1.0 if self.mode == "max" else -1.0
+        if self.target is not None and sign * (value - self.target) >= 0:
+            return True
+        if self._best is None or sign * (value - self._best) > self.min_delta:
+            self._best = value
+            self._wait = 0
+            return False
+        self._wait += 1
+        return self._wait >= self.patience

@@ -1,0 +1,79 @@
+import numpy as np
+
+VOCABULARY_SIZE = 257  # byte values + 1; 0 is padding
+
+
+def python_docs(
+    sequence_length,
+    split="train",
+    validation_fraction=0.1,
+    max_bytes=None,
+    stride=None,
+):
+    """A real English text corpus that every Python installation ships.
+
+    The Python Language Reference and library topics, as `pydoc` shows
+    them (the standard library's `pydoc_data.topics`: about 0.47 MB of
+    English technical prose), read as bytes (id = byte value + 1; 0 is
+    padding) and cut into rows of `sequence_length` tokens, labels the next
+    byte, one row every `stride` bytes (by default, rows do not overlap).
+    Topics are joined in name order; the last `validation_fraction` of the
+    text is the `"validation"` split. Needs no download, so a language
+    model can be trained and measured anywhere.
+
+    Args:
+        sequence_length: int. Tokens per row.
+        split: `"train"` or `"validation"`. Defaults to `"train"`.
+        validation_fraction: float. Share of the text held out. Defaults to
+            `0.1`.
+        max_bytes: int or None. Use at most this many bytes of the split.
+            Defaults to `None`: all of it.
+        stride: int or None. Bytes between the starts of two rows; less
+            than `sequence_length` gives overlapping rows (more rows to
+            train on). Defaults to `None`: `sequence_length`.
+
+    Returns:
+        `(inputs, labels)`: a dict with `"token_ids"` and `"padding_mask"`
+        (int32, `(rows, sequence_length)`) and next-byte labels (int32,
+        same shape).
+
+    Example:
+    ```python
+    inputs, labels = keras_rmt.datasets.python_docs(64, split="validation")
+    inputs["token_ids"].shape[1:]  # (64,)
+    tuple(labels[0, :-1] - inputs["token_ids"][0, 1:])[:3]  # (0, 0, 0)
+    ```
+    """
+    from pydoc_data.topics import topics
+
+    if split not in ("train", "validation"):
+        raise ValueError(
+            "`split` must be 'train' or 'validation'. "
+            f"Received: split={split!r}"
+        )
+    if not isinstance(sequence_length, int) or sequence_length < 1:
+        raise ValueError(
+            "`sequence_length` must be a positive integer. "
+            f"Received: sequence_length={sequence_length!r}"
+        )
+    text = "\n\n".join(topics[name] for name in sorted(topics))
+    data = np.frombuffer(text.encode("utf-8"), "uint8").astype("int32") + 1
+    held_out = int(len(data) * (1 - validation_fraction))
+    data = data[:held_out] if split == "train" else data[held_out:]
+    if max_bytes is not None:
+        data = data[:max_bytes]
+    stride = stride or sequence_length
+    rows = (len(data) - 1 - sequence_length) // stride + 1
+    if len(data) - 1 < sequence_length:
+        raise ValueError(
+            f"The {split} split ({len(data)} bytes) is shorter than one row. "
+            f"Received: sequence_length={sequence_length}"
+        )
+    starts = np.arange(rows)[:, None] * stride
+    positions = starts + np.arange(sequence_length)[None]
+    token_ids, labels = data[positions], data[positions + 1]
+    inputs = {"token_ids": token_ids, "padding_mask": np.ones_like(token_ids)}
+    return inputs, labels
+
+
+python_docs.VOCABULARY_SIZE = VOCABULARY_SIZE

@@ -1,0 +1,155 @@
+import keras
+import numpy as np
+
+
+class SegmentedDataset(keras.utils.PyDataset):
+    """Batches made fresh for a number of segments that can change.
+
+    A fixed `tf.data` pipeline cannot change the length of its inputs while
+    `fit` runs; this `keras.utils.PyDataset` asks `make_batch` for a new
+    batch at every step, for whatever `num_segments` holds at that moment.
+    `keras_rmt.callbacks.SegmentCurriculum` sets `num_segments` between
+    epochs, so a model trains on 1 segment, then 2, 3 ... (the paper's
+    curriculum). With `vary_n_segments=True`, each batch instead draws its
+    number of segments uniformly from 1 to `num_segments`.
+
+    TensorFlow's `fit` fixes the shapes of a `PyDataset` from its first
+    batches. So that one `fit` can grow the inputs there, `pad_to` left-pads
+    every batch with whole segments of padding (`padding_mask` 0, and
+    `sample_weight` 0 where labels have a time axis) up to `pad_to`
+    segments: a segment that is all padding leaves memory unchanged in
+    `keras_rmt.layers.RecurrentSegments` (left alignment), so the outputs
+    at the real tokens do not change; only compute grows.
+
+    Args:
+        make_batch: callable. `make_batch(batch_size, num_segments, rng)`
+            returns `(inputs, labels)` or `(inputs, labels, sample_weight)`
+            with `inputs` a dict holding `"token_ids"` and `"padding_mask"`
+            of shape `(batch_size, num_segments * segment_length)`; `rng` is
+            a `numpy.random.Generator`.
+        batch_size: int. Rows per batch.
+        num_batches: int. Batches per epoch.
+        segment_length: int. Tokens per segment, used by `pad_to`.
+        num_segments: int. Segments of the next batches. Defaults to `1`.
+        vary_n_segments: bool. Draw each batch's number of segments from
+            1 to `num_segments`. Defaults to `False`.
+        pad_to: int or None. Left-pad every batch to this many segments.
+            Defaults to `None`: no padding.
+        seed: int. Seed of the random generator; batch `i` of epoch `e` is
+            the same for the same seed. Defaults to `0`.
+        **kwargs: `workers`, `use_multiprocessing`, `max_queue_size` of
+            `keras.utils.PyDataset`. Keep the default single worker: a
+            worker that runs ahead makes batches before `num_segments`
+            changes.
+
+    Example:
+    ```python
+    def make_batch(batch_size, num_segments, rng):
+        inputs, labels = keras_rmt.datasets.first_token_recall(
+            batch_size, num_segments=num_segments, seed=int(rng.integers(99))
+        )
+        return inputs, labels
+
+    data = keras_rmt.datasets.SegmentedDataset(
+        make_batch, batch_size=2, num_batches=3, segment_length=4
+    )
+    data.num_segments = 3
+    data[0][0]["token_ids"].shape  # (2, 12)
+    ```
+    """
+
+    def __init__(
+        self,
+        make_batch,
+        batch_size,
+        num_batches,
+        segment_length,
+        num_segments=1,
+        vary_n_segments=False,
+        pad_to=None,
+        seed=0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        for name, value in [
+            ("batch_size", batch_size),
+            ("num_batches", num_batches),
+            ("segment_length", segment_length),
+            ("num_segments", num_segments),
+        ]:
+            _check_positive(name, value)
+        if pad_to is not None and pad_to < num_segments:
+            raise ValueError(
+                "`pad_to` must be at least `num_segments`. "
+                f"Received: pad_to={pad_to}, num_segments={num_segments}"
+            )
+        self.make_batch = make_batch
+        self.batch_size = batch_size
+        self._num_batches = num_batches
+        self.segment_length = segment_length
+        self._num_segments = num_segments
+        self.vary_n_segments = vary_n_segments
+        self.pad_to = pad_to
+        self.seed = seed
+        self.epoch = 0
+
+    @property
+    def num_batches(self):
+        return self._num_batches
+
+    @property
+    def num_segments(self):
+        return self._num_segments
+
+    @num_segments.setter
+    def num_segments(self, value):
+        _check_positive("num_segments", value)
+        if self.pad_to is not None and value > self.pad_to:
+            raise ValueError(
+                f"`num_segments` must be at most pad_to={self.pad_to}. "
+                f"Received: num_segments={value}"
+            )
+        self._num_segments = value
+
+    def __len__(self):
+        return self._num_batches
+
+    def __getitem__(self, index):
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        count = self._num_segments
+        if self.vary_n_segments:
+            count = int(rng.integers(1, count + 1))
+        batch = self.make_batch(self.batch_size, count, rng)
+        if self.pad_to is None:
+            return batch
+        return _left_pad(batch, (self.pad_to - count) * self.segment_length)
+
+    def on_epoch_end(self):
+        self.epoch += 1
+
+
+def _check_positive(name, value):
+    if not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(
+            f"`{name}` must be a positive integer. Received: {name}={value!r}"
+        )
+
+
+def _left_pad(batch, width):
+    """Puts `width` padding tokens before every row of a batch."""
+    inputs, labels, *rest = batch
+    length = inputs["token_ids"].shape[1]
+
+    def pad(x):
+        x = np.asarray(x)
+        if x.ndim < 2 or x.shape[1] != length:
+            return x
+        widths = [(0, 0), (width, 0)] + [(0, 0)] * (x.ndim - 2)
+        return np.pad(x, widths)
+
+    inputs = {name: pad(value) for name, value in inputs.items()}
+    labels = np.asarray(labels)
+    if labels.ndim < 2 or labels.shape[1] != length:
+        return (inputs, labels, *rest)
+    weight = rest[0] if rest else np.ones(labels.shape[:2], "float32")
+    return inputs, pad(labels), pad(weight)

@@ -1,0 +1,123 @@
+import keras
+import numpy as np
+import pytest
+from conftest import make_rmt, text_inputs
+
+from keras_rmt.callbacks import SegmentCurriculum
+from keras_rmt.datasets import SegmentedDataset
+
+
+class _Recorded(SegmentedDataset):
+    """Remembers the width of every batch made during `fit`, by epoch."""
+
+    def __init__(self, **kwargs):
+        super().__init__(self._make, **kwargs)
+        self.widths = {}
+        self.fit_epoch = None  # Set by _EpochOf; None before fit's epochs.
+
+    def _make(self, batch_size, num_segments, rng):
+        if self.fit_epoch is not None:
+            self.widths.setdefault(self.fit_epoch, set()).add(num_segments)
+        token_ids = rng.integers(3, 64, (batch_size, 4 * num_segments))
+        token_ids = token_ids.astype("int32")
+        inputs = {
+            "token_ids": token_ids,
+            "padding_mask": np.ones_like(token_ids),
+        }
+        return inputs, token_ids[:, :1] % 2
+
+
+class _EpochOf(keras.callbacks.Callback):
+    def __init__(self, data):
+        super().__init__()
+        self.data = data
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.data.fit_epoch = epoch
+
+
+class _Data:
+    num_segments = 1
+
+
+def _model():
+    rmt = make_rmt("gpt2", segment_length=4)
+    inputs = text_inputs()
+    last = rmt(inputs)["sequence_output"][:, -1]
+    model = keras.Model(inputs, keras.layers.Dense(2)(last))
+    model.compile(
+        "adam",
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return model
+
+
+def test_fit_sees_the_scheduled_number_of_segments_each_epoch():
+    # One input shape (TensorFlow's fit needs it; JAX compiles once); the
+    # widths recorded are those made before padding.
+    data = _Recorded(batch_size=2, num_batches=2, segment_length=4, pad_to=3)
+    curriculum = SegmentCurriculum(data, max_segments=3, schedule=[1, 1, 2, 3])
+    history = _model().fit(
+        data, epochs=5, callbacks=[curriculum, _EpochOf(data)], verbose=0
+    )
+    assert data.widths == {0: {1}, 1: {1}, 2: {2}, 3: {3}, 4: {3}}
+    assert history.history["num_segments"] == [1, 1, 2, 3, 3]
+    assert curriculum.history == [1, 1, 2, 3, 3]
+
+
+def test_grows_one_segment_after_a_plateau_of_patience_epochs():
+    data = _Data()
+    curriculum = SegmentCurriculum(
+        data, max_segments=3, monitor="loss", patience=2, min_delta=0.01
+    )
+    losses = [1.0, 0.5, 0.499, 0.498, 0.4, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3]
+    seen = []
+    curriculum.on_train_begin()
+    for epoch, loss in enumerate(losses):
+        curriculum.on_epoch_begin(epoch)
+        seen.append(data.num_segments)
+        curriculum.on_epoch_end(epoch, {"loss": loss})
+    # Epochs 2 and 3 do not improve by more than 0.01: grow after epoch 3.
+    # The count restarts: 0.4, 0.3 improve, 0.3, 0.3 do not: grow after 7.
+    assert seen == [1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3]
+
+
+def test_grows_as_soon_as_an_accuracy_reaches_its_target():
+    data = _Data()
+    curriculum = SegmentCurriculum(
+        data, max_segments=4, monitor="val_accuracy", target=0.9, patience=9
+    )
+    accuracies = [0.5, 0.95, 0.6, 0.91, 0.99, 0.99]
+    seen = []
+    for epoch, value in enumerate(accuracies):
+        curriculum.on_epoch_begin(epoch)
+        seen.append(data.num_segments)
+        curriculum.on_epoch_end(epoch, {"val_accuracy": value})
+    assert curriculum.mode == "max"
+    assert seen == [1, 1, 2, 2, 3, 4]
+
+
+def test_callable_schedule_is_capped_at_max_segments():
+    data = _Data()
+    curriculum = SegmentCurriculum(
+        data, max_segments=4, schedule=lambda epoch: 1 + epoch // 2
+    )
+    seen = []
+    for epoch in range(10):
+        curriculum.on_epoch_begin(epoch)
+        seen.append(data.num_segments)
+    assert seen == [1, 1, 2, 2, 3, 3, 4, 4, 4, 4]
+
+
+def test_missing_metric_and_bad_arguments_are_named():
+    curriculum = SegmentCurriculum(_Data(), max_segments=2, monitor="val_loss")
+    with pytest.raises(
+        ValueError,
+        match=r"SegmentCurriculum watches monitor='val_loss', which the logs "
+        r"do not hold. Logged: \['loss'\]",
+    ):
+        curriculum.on_epoch_end(0, {"loss": 1.0})
+    with pytest.raises(ValueError, match="Received: max_segments=0"):
+        SegmentCurriculum(_Data(), max_segments=0)
+    with pytest.raises(ValueError, match="settable `num_segments`"):
+        SegmentCurriculum(object(), max_segments=2)

@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+from conftest import make_rmt, numpy
+
+from keras_rmt.datasets import SegmentedDataset
+
+
+def _make_batch(batch_size, num_segments, rng):
+    length = 4 * num_segments
+    token_ids = rng.integers(3, 64, (batch_size, length)).astype("int32")
+    inputs = {"token_ids": token_ids, "padding_mask": np.ones_like(token_ids)}
+    return inputs, token_ids + 1
+
+
+def test_num_segments_sets_the_width_of_the_next_batches():
+    data = SegmentedDataset(
+        _make_batch, batch_size=2, num_batches=3, segment_length=4
+    )
+    assert data[0][0]["token_ids"].shape == (2, 4)
+    data.num_segments = 3
+    assert data[0][0]["token_ids"].shape == (2, 12)
+    assert len(data) == data.num_batches == 3
+
+
+def test_batches_repeat_for_a_seed_and_change_between_epochs():
+    data = SegmentedDataset(_make_batch, 2, 3, segment_length=4, seed=5)
+    first = data[1][0]["token_ids"]
+    np.testing.assert_array_equal(first, data[1][0]["token_ids"])
+    data.on_epoch_end()
+    assert not np.array_equal(first, data[1][0]["token_ids"])
+
+
+def test_vary_n_segments_draws_each_batch_from_one_to_num_segments():
+    data = SegmentedDataset(
+        _make_batch, 2, 40, segment_length=4, num_segments=3,
+        vary_n_segments=True,
+    )  # fmt: skip
+    widths = {data[i][0]["token_ids"].shape[1] for i in range(40)}
+    assert widths == {4, 8, 12}
+
+
+def test_pad_to_left_pads_whole_segments_with_zero_weight():
+    data = SegmentedDataset(_make_batch, 2, 1, segment_length=4, pad_to=3)
+    inputs, labels, weight = data[0]
+    assert inputs["token_ids"].shape == labels.shape == weight.shape == (2, 12)
+    np.testing.assert_array_equal(inputs["padding_mask"][:, :8], 0)
+    np.testing.assert_array_equal(inputs["padding_mask"][:, 8:], 1)
+    np.testing.assert_array_equal(weight, inputs["padding_mask"])
+    np.testing.assert_array_equal(labels[:, 8:], inputs["token_ids"][:, 8:] + 1)
+
+
+def test_padding_segments_leave_rmt_outputs_unchanged():
+    rmt = make_rmt("gpt2", segment_length=4)
+    padded = SegmentedDataset(
+        _make_batch, 2, 1, segment_length=4, num_segments=2, pad_to=4
+    )
+    plain = SegmentedDataset(
+        _make_batch, 2, 1, segment_length=4, num_segments=2
+    )
+    padded_out = numpy(rmt(padded[0][0]))
+    plain_out = numpy(rmt(plain[0][0]))
+    np.testing.assert_allclose(
+        padded_out["sequence_output"][:, 8:],
+        plain_out["sequence_output"],
+        atol=1e-5,
+    )
+    np.testing.assert_allclose(
+        padded_out["memory"], plain_out["memory"], atol=1e-5
+    )
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(
+        ValueError,
+        match="`batch_size` must be a positive integer. Received: batch_size=0",
+    ):
+        SegmentedDataset(_make_batch, 0, 1, segment_length=4)
+    data = SegmentedDataset(_make_batch, 1, 1, segment_length=4, pad_to=2)
+    with pytest.raises(
+        ValueError,
+        match="`num_segments` must be at most pad_to=2. "
+        "Received: num_segments=3",
+    ):
+        data.num_segments = 3
