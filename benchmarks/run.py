@@ -125,6 +125,14 @@ def _batch(config, batch_size, length, seed=0):
     return {"token_ids": ids, "padding_mask": np.ones_like(ids)}
 
 
+def _log(config, row):
+    row = {**row, "flash": config["flash"], "dropout": config["dropout"]}
+    print(json.dumps(row), flush=True)
+    if config.get("log"):
+        with open(config["log"], "a") as file:
+            file.write(json.dumps(row) + "\n")
+
+
 def _peak_bytes():
     import jax
 
@@ -259,7 +267,7 @@ def _run_kind(kind, config):
         except Exception as error:  # Out of memory, most often.
             row["error"] = f"{type(error).__name__}: {str(error)[:300]}"
         results.append(row)
-        print(json.dumps(row), flush=True)
+        _log(config, row)
         if "error" in row and kind.startswith("full"):
             break
     return results
@@ -289,7 +297,7 @@ def _loss_curve(config):
         "tokens_per_s": B * count * L / steady if steady else None,
         "peak_bytes": _peak_bytes(),
     }
-    print(json.dumps(row), flush=True)
+    _log(config, row)
     return [row]
 
 
@@ -363,6 +371,7 @@ def _parse():
     parser.add_argument("--loss-curve", type=int, default=0, help="steps")
     parser.add_argument("--curve-segments", type=int, default=8)
     parser.add_argument("--out", default="benchmark.json")
+    parser.add_argument("--log", help="append each row to this JSON-lines file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     return parser.parse_args()
 
@@ -384,6 +393,7 @@ def main():
         data_parallel=args.data_parallel,
         curve_steps=args.loss_curve,
         curve_segments=args.curve_segments,
+        log=args.log,
     )
     if args.batch_size:
         config["batch_size"] = args.batch_size
