@@ -36,9 +36,9 @@ QUICK = {
     "segment_length": 32,
     "memory_tokens": 4,
     "dtype_policy": "float32",
-    "infer_segments": [1, 2, 4, 8, 16, 32, 64],
-    "train_segments": [1, 2, 4, 8],
-    "full_segments": [1, 2, 4, 8],
+    "infer_segments": [1, 4, 16, 64],
+    "train_segments": [1, 2, 4],
+    "full_segments": [1, 2, 4],
 }
 GPU = {
     "vocabulary_size": 50257,

@@ -126,6 +126,11 @@ class RecurrentSegments(keras.layers.Layer):
     })
     outputs["sequence_output"].shape  # (1, 20, 16)
     outputs["memory"].shape  # (1, 2, 16)
+    last = rmt.infer({
+        "token_ids": np.ones((1, 40), "int32"),
+        "padding_mask": np.ones((1, 40), "int32"),
+    }, keep="last_segment")
+    last["sequence_output"].shape  # (1, 8, 16)
     ```
 
     Reference:
@@ -241,8 +246,11 @@ class RecurrentSegments(keras.layers.Layer):
         """A Python loop: one traced copy of the backbone per segment."""
         initial, outputs = memory, []
         L = self.segment_length
-        step, weights, states = self._stateless_step(initial, count, training)
-        weight_values = [ops.convert_to_tensor(v.value) for v in weights]
+        if self.remat:
+            step, weights, states = self._stateless_step(
+                initial, count, training
+            )
+            weight_values = [ops.convert_to_tensor(v.value) for v in weights]
         for index in range(count):
             segment = {
                 k: v[:, index * L : (index + 1) * L] for k, v in streams.items()
@@ -252,8 +260,7 @@ class RecurrentSegments(keras.layers.Layer):
                 tokens, memory, state_values = step(
                     weight_values, memory, index, state_values, segment
                 )
-                for variable, value in zip(states, state_values):
-                    variable.assign(value)
+                _write_back(states, state_values, training)
             else:
                 memory = self._hand_off(memory, index, count)
                 tokens, memory = self._segment_step(
@@ -313,8 +320,7 @@ class RecurrentSegments(keras.layers.Layer):
             [v.value for v in states],
         )
         (memory, _, state_values), tokens = ops.scan(loop_body, start, segments)
-        for variable, value in zip(states, state_values):
-            variable.assign(value)
+        _write_back(states, state_values, training)
         tokens = ops.reshape(
             ops.moveaxis(tokens, 0, 1), (batch, count * L, self.hidden_dim)
         )
@@ -587,6 +593,14 @@ class RecurrentSegments(keras.layers.Layer):
         config["backbone"] = keras.layers.deserialize(config["backbone"])
         config["memory"] = keras.layers.deserialize(config["memory"])
         return cls(**config)
+
+
+def _write_back(states, values, training):
+    # Only dropout advances seed states; writing them back outside training
+    # would only risk storing traced values where no scope expects them.
+    if training:
+        for variable, value in zip(states, values):
+            variable.assign(value)
 
 
 def _block_attention_mask(layout, segment_length):
