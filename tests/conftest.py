@@ -122,3 +122,98 @@ def gradient(loss_fn, variable):
 @pytest.fixture(autouse=True)
 def _seed():
     keras.utils.set_random_seed(0)
+
+
+# === Tokenizers built from vocabularies written here (no downloads) ===
+# Every vocabulary fits VOCABULARY_SIZE, so these tokenizers feed the tiny
+# backbones above.
+
+WORDPIECE_VOCABULARY = (
+    ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    + list("abcdefghijklmnopqrstuvwxyz0123456789")
+    + ["the", "quick", "brown", "fox", "jump", "##s", "##ed", "over"]
+    + ["lazy", "dog", ".", "?"]
+)
+BPE_CHARACTERS = list("abcdefghijklmnopqrstuvwxyz0123456789.?")
+BPE_MERGES = ["t h", "th e", "Ġ the", "Ġ f", "o x", "Ġf ox"]
+BPE_MERGES += ["Ġ d", "o g", "Ġd og"]
+SENTENCEPIECE_CORPUS = [
+    "the quick brown fox jumps over the lazy dog",
+    "a cat sat on the mat",
+    "key 1 2 3 value 4 5 6 what is the key",
+] * 10
+
+
+def bpe_vocabulary(specials):
+    """Byte-level BPE vocabulary: `specials`, then characters, then merges."""
+    vocabulary = {token: i for i, token in enumerate(specials)}
+    for token in ["Ġ"] + BPE_CHARACTERS:
+        vocabulary[token] = len(vocabulary)
+    for merge in BPE_MERGES:
+        vocabulary[merge.replace(" ", "")] = len(vocabulary)
+    return vocabulary
+
+
+@pytest.fixture(scope="module")
+def wordpiece_tokenizer():
+    """A BERT WordPiece tokenizer: [CLS]=2, [SEP]=3, [PAD]=0."""
+    return keras_hub.models.BertTokenizer(vocabulary=WORDPIECE_VOCABULARY)
+
+
+@pytest.fixture(scope="module")
+def gpt2_tokenizer():
+    """A GPT-2 byte-pair tokenizer: <|endoftext|>=0 starts and ends."""
+    return keras_hub.models.GPT2Tokenizer(
+        vocabulary=bpe_vocabulary(["<|endoftext|>"]), merges=BPE_MERGES
+    )
+
+
+@pytest.fixture(scope="module")
+def roberta_tokenizer():
+    """A RoBERTa byte-pair tokenizer: <s>=0, <pad>=1, </s>=2, <mask>=3."""
+    return keras_hub.models.RobertaTokenizer(
+        vocabulary=bpe_vocabulary(["<s>", "<pad>", "</s>", "<mask>"]),
+        merges=BPE_MERGES,
+    )
+
+
+@pytest.fixture(scope="module")
+def sentencepiece_proto():
+    """A tiny SentencePiece model: <unk>=0, <s>=1, </s>=2 (Llama's ids)."""
+    import io
+
+    import sentencepiece
+
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(SENTENCEPIECE_CORPUS),
+        model_writer=model,
+        vocab_size=48,
+        model_type="bpe",
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        character_coverage=1.0,
+        num_threads=1,
+        minloglevel=2,
+    )
+    return model.getvalue()
+
+
+@pytest.fixture(scope="module")
+def llama_tokenizer(sentencepiece_proto):
+    """A Llama SentencePiece tokenizer: <s>=1, </s>=2, padding 0."""
+    return keras_hub.models.LlamaTokenizer(proto=sentencepiece_proto)
+
+
+def save_local_preset(directory, family, tokenizer=None, seed=0):
+    """A keras-hub preset folder: a tiny `family` backbone and a tokenizer.
+
+    Presets cannot be downloaded here; loading from this folder takes the
+    same code path as a downloadable preset name.
+    """
+    make_backbone(family, seed).save_to_preset(str(directory))
+    if tokenizer is not None:
+        tokenizer.save_to_preset(str(directory))
+    return str(directory)

@@ -14,6 +14,8 @@ PUBLIC = [
     keras_rmt.layers.MemoryTokens,
     keras_rmt.layers.RecurrentSegments,
     keras_rmt.datasets.first_token_recall,
+    keras_rmt.models.RMTCausalLMPreprocessor,
+    keras_rmt.models.RMTTextClassifierPreprocessor,
 ]
 SHOWN_SHAPE = re.compile(r"^(\s*)(.+?)\s+# (\(.*\))$")
 
