@@ -43,6 +43,19 @@ def _dropout_rmt(**kwargs):
     )
 
 
+def _gradient(loss_fn, variable):
+    if BACKEND != "jax":
+        return gradient(loss_fn, variable)
+    import jax
+
+    # Compiled: op-by-op JAX runs the unrolled loop slowly.
+    def loss_of(value):
+        with keras.StatelessScope(state_mapping=[(variable, value)]):
+            return loss_fn()
+
+    return np.asarray(jax.jit(jax.grad(loss_of))(variable.value))
+
+
 def _outputs_and_gradient(rmt, batch):
     """Training-mode outputs and d(loss)/d(token table), dropout on."""
     outputs = numpy(rmt(batch, training=True))
@@ -52,11 +65,25 @@ def _outputs_and_gradient(rmt, batch):
         weights = keras.ops.arange(HIDDEN_DIM, dtype="float32")
         return keras.ops.sum(output * weights)
 
-    return outputs, gradient(loss, rmt.backbone.token_embedding.embeddings)
+    return outputs, _gradient(loss, rmt.backbone.token_embedding.embeddings)
 
 
-@pytest.mark.parametrize("family", ["gpt2", "bert"])
-@pytest.mark.parametrize("alignment", ["left", "right"])
+@pytest.fixture(scope="module")
+def dropout_batch():
+    return random_batch(2, 9, lengths=[9, 5])
+
+
+@pytest.fixture(scope="module")
+def unrolled_reference(dropout_batch):
+    """The plain path's outputs and gradient, dropout on, computed once."""
+    return _outputs_and_gradient(
+        _dropout_rmt(segment_loop="unrolled"), dropout_batch
+    )
+
+
+@pytest.mark.parametrize(
+    "family, alignment", [("gpt2", "right"), ("bert", "left")]
+)
 def test_infer_equals_call(family, alignment):
     rmt = make_rmt(family, alignment=alignment)
     batch = random_batch(3, 13, lengths=[13, 6, 2])
@@ -117,17 +144,14 @@ def test_infer_traces_one_segment_for_every_length(monkeypatch):
     assert len(traced) == expected
 
 
-def test_scan_gives_the_numbers_of_the_unrolled_loop():
+def test_scan_gives_the_numbers_of_the_unrolled_loop(dropout_batch, request):
     if BACKEND == "tensorflow":
         with pytest.raises(ValueError, match="segment_loop='scan'"):
             _dropout_rmt(segment_loop="scan")
         return
-    batch = random_batch(2, 13, lengths=[13, 6])
-    plain, plain_grad = _outputs_and_gradient(
-        _dropout_rmt(segment_loop="unrolled"), batch
-    )
+    plain, plain_grad = request.getfixturevalue("unrolled_reference")
     scanned, scanned_grad = _outputs_and_gradient(
-        _dropout_rmt(segment_loop="scan"), batch
+        _dropout_rmt(segment_loop="scan"), dropout_batch
     )
     for key in ("sequence_output", "memory"):
         np.testing.assert_allclose(scanned[key], plain[key], **TOLERANCE)
@@ -135,17 +159,16 @@ def test_scan_gives_the_numbers_of_the_unrolled_loop():
 
 
 @pytest.mark.parametrize("segment_loop", ["unrolled", "auto"])
-def test_remat_gives_the_gradients_of_the_plain_loop(segment_loop):
+def test_remat_gives_the_gradients_of_the_plain_loop(
+    segment_loop, dropout_batch, request
+):
     if BACKEND == "tensorflow":
         with pytest.raises(ValueError, match="`remat=True` is not available"):
             _dropout_rmt(segment_loop=segment_loop, remat=True)
         return
-    batch = random_batch(2, 13, lengths=[13, 6])
-    plain, plain_grad = _outputs_and_gradient(
-        _dropout_rmt(segment_loop="unrolled"), batch
-    )
+    plain, plain_grad = request.getfixturevalue("unrolled_reference")
     remat, remat_grad = _outputs_and_gradient(
-        _dropout_rmt(segment_loop=segment_loop, remat=True), batch
+        _dropout_rmt(segment_loop=segment_loop, remat=True), dropout_batch
     )
     np.testing.assert_allclose(
         remat["sequence_output"], plain["sequence_output"], **TOLERANCE
@@ -167,7 +190,7 @@ def _fit_losses(rmt):
         # only cost test time.
         run_eagerly=BACKEND != "jax",
     )
-    batch = random_batch(4, 8, seed=1)
+    batch = random_batch(2, 8, seed=1)
     history = model.fit(
         batch, batch["token_ids"], batch_size=2, epochs=2, verbose=0
     )
@@ -180,7 +203,9 @@ def test_fit_with_dropout_on_the_default_loop_equals_unrolled():
     keras.utils.set_random_seed(0)
     expected = _fit_losses(_dropout_rmt(segment_loop="unrolled"))
     keras.utils.set_random_seed(0)
-    got = _fit_losses(_dropout_rmt())
+    # "auto" scans on JAX and unrolls on TensorFlow; torch scans on request.
+    loop = "scan" if BACKEND == "torch" else "auto"
+    got = _fit_losses(_dropout_rmt(segment_loop=loop))
     np.testing.assert_allclose(got, expected, rtol=1e-5)
     assert expected[1] < expected[0]
 
