@@ -7,8 +7,11 @@ from keras_rmt.backbones.decoder_stack import TransformerDecoderStack
 from keras_rmt.backbones.memory_layout import LAYOUTS
 from keras_rmt.layers.memory_tokens import MemoryTokens
 from keras_rmt.utils import segmentation
+from keras_rmt.utils.compiled_step import compile_for_inference
 
 MEMORY_ATTENTIONS = ("backbone", "bidirectional")
+SEGMENT_LOOPS = ("auto", "unrolled", "scan")
+KEEP_OUTPUTS = ("all", "last_segment")
 
 
 def _check_choice(name, value, choices):
@@ -72,6 +75,19 @@ class RecurrentSegments(keras.layers.Layer):
         carry_memory: bool. If False, every segment reads the initial memory
             instead of the previous segment's: the memory-less baseline.
             Defaults to `True`.
+        segment_loop: `"auto"`, `"unrolled"` or `"scan"`. How a known number
+            of segments is run. `"unrolled"` traces the backbone once per
+            segment, so compile time grows with the segment count; `"scan"`
+            traces it once and loops (`keras.ops.scan`), threading dropout
+            seed states through the loop, and is not available on
+            TensorFlow. `"auto"` scans on JAX and unrolls elsewhere. Both
+            compute the same numbers. Defaults to `"auto"`.
+        remat: bool. If True, each segment's activations are recomputed in
+            the backward pass instead of kept (gradient checkpointing,
+            `keras.remat`): training memory stops growing with the segment
+            count at the cost of about one more forward pass. Dropout masks
+            are the same in both passes. JAX and torch only. Defaults to
+            `False`.
         **kwargs: other keyword arguments passed to `keras.layers.Layer`,
             including `name` and `dtype`.
 
@@ -82,6 +98,11 @@ class RecurrentSegments(keras.layers.Layer):
             `(batch_size, num_tokens, hidden_dim)`, to continue from the
             memory of an earlier call.
         training: bool. Whether dropout is active.
+
+    For inference over long inputs, `infer()` runs one compiled segment step
+    per segment (compiled once per batch size, whatever the length) and can
+    keep only the last segment's outputs, so memory stays that of one
+    segment; `stream()` yields the segments' outputs one by one.
 
     Returns:
         A dict with `"sequence_output"`, `(batch_size, tokens, hidden_dim)`,
@@ -105,6 +126,11 @@ class RecurrentSegments(keras.layers.Layer):
     })
     outputs["sequence_output"].shape  # (1, 20, 16)
     outputs["memory"].shape  # (1, 2, 16)
+    last = rmt.infer({
+        "token_ids": np.ones((1, 40), "int32"),
+        "padding_mask": np.ones((1, 40), "int32"),
+    }, keep="last_segment")
+    last["sequence_output"].shape  # (1, 8, 16)
     ```
 
     Reference:
@@ -121,6 +147,8 @@ class RecurrentSegments(keras.layers.Layer):
         memory_layout="auto",
         memory_attention="backbone",
         carry_memory=True,
+        segment_loop="auto",
+        remat=False,
         **kwargs,
     ):
         if not isinstance(memory, MemoryTokens):
@@ -143,6 +171,8 @@ class RecurrentSegments(keras.layers.Layer):
         _check_choice("alignment", alignment, segmentation.ALIGNMENTS)
         _check_choice("memory_layout", memory_layout, ("auto", *LAYOUTS))
         _check_choice("memory_attention", memory_attention, MEMORY_ATTENTIONS)
+        _check_choice("segment_loop", segment_loop, SEGMENT_LOOPS)
+        _check_backend_allows(segment_loop, remat)
         body = BackboneBody(backbone)
         if memory_layout == "auto":
             memory_layout = "decoder" if body.is_causal() else "encoder"
@@ -174,6 +204,9 @@ class RecurrentSegments(keras.layers.Layer):
         self.memory_layout = memory_layout
         self.memory_attention = memory_attention
         self.carry_memory = carry_memory
+        self.segment_loop = segment_loop
+        self.remat = remat
+        self._inference_step = None
 
     @property
     def num_memory_tokens(self):
@@ -190,40 +223,108 @@ class RecurrentSegments(keras.layers.Layer):
             memory = self.memory(ops.zeros((batch, 1, self.hidden_dim)))
         memory = ops.cast(memory, self._body.compute_dtype)
         length = ops.shape(token_ids)[1]
-        count = segmentation.num_segments(length, self.segment_length)
-        offsets = segmentation.row_offsets(
-            padding_mask, self.segment_length, self.alignment
+        streams, offsets, count = self._aligned_streams(
+            token_ids, padding_mask, extras
         )
-        total = count * self.segment_length
-        streams = {
-            "token_ids": segmentation.align(token_ids, offsets, total),
-            "padding_mask": segmentation.align(padding_mask, offsets, total),
-            **{
-                name: segmentation.align(value, offsets, total)
-                for name, value in extras.items()
-            },
-        }
-        if isinstance(count, int):
+        if isinstance(count, int) and self._scans(count):
+            tokens, memory = self._threaded_scan(
+                streams, memory, count, training
+            )
+        elif isinstance(count, int):
             tokens, memory = self._unrolled(streams, memory, count, training)
         else:
             tokens, memory = self._scanned(streams, memory, count, training)
         sequence_output = segmentation.unalign(tokens, offsets, length)
         return {"sequence_output": sequence_output, "memory": memory}
 
+    def _scans(self, count):
+        if count < 2 or self.segment_loop == "unrolled":
+            return False
+        return self.segment_loop == "scan" or keras.backend.backend() == "jax"
+
     def _unrolled(self, streams, memory, count, training):
-        """A Python loop: used whenever the number of segments is known."""
+        """A Python loop: one traced copy of the backbone per segment."""
         initial, outputs = memory, []
         L = self.segment_length
+        if self.remat:
+            step, weights, states = self._stateless_step(
+                initial, count, training
+            )
+            weight_values = [ops.convert_to_tensor(v.value) for v in weights]
         for index in range(count):
             segment = {
                 k: v[:, index * L : (index + 1) * L] for k, v in streams.items()
             }
-            memory = self._hand_off(memory, index, count)
-            tokens, memory = self._segment_step(
-                memory, initial, segment, training
-            )
+            if self.remat:
+                state_values = [ops.convert_to_tensor(v.value) for v in states]
+                tokens, memory, state_values = step(
+                    weight_values, memory, index, state_values, segment
+                )
+                _write_back(states, state_values, training)
+            else:
+                memory = self._hand_off(memory, index, count)
+                tokens, memory = self._segment_step(
+                    memory, initial, segment, training
+                )
             outputs.append(tokens)
         return ops.concatenate(outputs, axis=1), memory
+
+    def _stateless_step(self, initial, count, training):
+        """One segment as a function of the variables' values.
+
+        Variables are read through a `StatelessScope` and the seed states
+        that dropout advances are returned, not assigned. Inside a scan this
+        keeps values traced in the loop from escaping it (on JAX that raises
+        `UnexpectedTracerError`); under `remat` the recomputation sees the
+        same seeds, so the same dropout masks, as the first pass.
+        """
+        variables = self.variables
+        weights = [v for v in variables if v.trainable]
+        states = [v for v in variables if not v.trainable]
+
+        def step(weight_values, memory, index, state_values, segment):
+            mapping = [*zip(weights, weight_values), *zip(states, state_values)]
+            with keras.StatelessScope(state_mapping=mapping) as scope:
+                memory = self._hand_off(memory, index, count)
+                tokens, memory = self._segment_step(
+                    memory, initial, segment, training
+                )
+            state_values = [scope.get_current_value(v) for v in states]
+            return tokens, memory, state_values
+
+        if self.remat:
+            step = keras.remat(step)
+        return step, weights, states
+
+    def _threaded_scan(self, streams, memory, count, training):
+        """A scan over a known number of segments, traced once."""
+        initial, L = memory, self.segment_length
+        step, weights, states = self._stateless_step(initial, count, training)
+        weight_values = [ops.convert_to_tensor(v.value) for v in weights]
+        batch = ops.shape(streams["token_ids"])[0]
+
+        def loop_body(carry, segment):
+            memory, index, state_values = carry
+            tokens, memory, state_values = step(
+                weight_values, memory, index, state_values, segment
+            )
+            return (memory, index + 1, state_values), tokens
+
+        segments = {
+            name: ops.moveaxis(ops.reshape(value, (batch, count, L)), 1, 0)
+            for name, value in streams.items()
+        }
+        start = (
+            memory,
+            ops.convert_to_tensor(0, "int32"),
+            [v.value for v in states],
+        )
+        (memory, _, state_values), tokens = ops.scan(loop_body, start, segments)
+        _write_back(states, state_values, training)
+        tokens = ops.reshape(
+            ops.moveaxis(tokens, 0, 1), (batch, count * L, self.hidden_dim)
+        )
+        return tokens, memory
 
     def _scanned(self, streams, memory, count, training):
         """A scan: for graphs traced before the length is known (TF)."""
@@ -305,6 +406,108 @@ class RecurrentSegments(keras.layers.Layer):
             has_tokens, ops.cast(written, memory.dtype), memory
         )
 
+    def stream(self, inputs, memory=None):
+        """Yields the outputs of each segment, one compiled step at a time.
+
+        Inference only (no dropout). Every segment runs through the same
+        compiled one-segment step (compiled once per batch size), so a long
+        input costs one compilation and the memory of one segment.
+
+        Args:
+            inputs: dict, as for `call`, without `"memory"`.
+            memory: optional tensor `(batch_size, num_tokens, hidden_dim)`
+                to continue from; defaults to the learned initial memory.
+
+        Yields:
+            dicts with `"sequence_output"`, `(batch_size, segment_length,
+            hidden_dim)`, the outputs of one aligned segment (rows shifted by
+            right alignment keep their padding), and `"memory"` after it.
+        """
+        token_ids, padding_mask, extras, given = self._unpack(
+            {**inputs, **({} if memory is None else {"memory": memory})}
+        )
+        if given is None:
+            batch = ops.shape(token_ids)[0]
+            given = self.memory(ops.zeros((batch, 1, self.hidden_dim)))
+        # As in `call`: the memory given is also what `carry_memory=False`
+        # reads in every segment.
+        initial = memory = ops.cast(given, self._body.compute_dtype)
+        streams, _, count = self._aligned_streams(
+            token_ids, padding_mask, extras
+        )
+        step = self._compiled_inference_step()
+        L = self.segment_length
+        for index in range(int(count)):
+            segment = {
+                k: v[:, index * L : (index + 1) * L] for k, v in streams.items()
+            }
+            tokens, memory = step(memory, initial, segment)
+            yield {"sequence_output": tokens, "memory": memory}
+
+    def infer(self, inputs, memory=None, keep="all"):
+        """`call(inputs, training=False)` through one compiled segment step.
+
+        Gives the numbers of `call` while compiling only one segment, once
+        per batch size, whatever the input length (`call` inside a compiled
+        function traces every segment, or a scan of them).
+
+        Args:
+            inputs: dict, as for `call`; may hold `"memory"`.
+            memory: optional memory to continue from (or `inputs["memory"]`).
+            keep: `"all"` returns the whole `sequence_output`, as `call`;
+                `"last_segment"` returns only the last segment's aligned
+                outputs, `(batch_size, segment_length, hidden_dim)`, so that
+                memory use does not grow with the input length.
+
+        Returns:
+            A dict with `"sequence_output"` and `"memory"`.
+        """
+        _check_choice("keep", keep, KEEP_OUTPUTS)
+        inputs = dict(inputs)
+        if memory is None:
+            memory = inputs.pop("memory", None)
+        outputs, last = [], None
+        for last in self.stream(inputs, memory):
+            if keep == "all":
+                outputs.append(last["sequence_output"])
+        if keep == "last_segment":
+            return last
+        _, padding_mask, _, _ = self._unpack(inputs)
+        offsets = segmentation.row_offsets(
+            padding_mask, self.segment_length, self.alignment
+        )
+        length = ops.shape(padding_mask)[1]
+        sequence_output = segmentation.unalign(
+            ops.concatenate(outputs, axis=1), offsets, length
+        )
+        return {"sequence_output": sequence_output, "memory": last["memory"]}
+
+    def _aligned_streams(self, token_ids, padding_mask, extras):
+        length = ops.shape(token_ids)[1]
+        count = segmentation.num_segments(length, self.segment_length)
+        offsets = segmentation.row_offsets(
+            padding_mask, self.segment_length, self.alignment
+        )
+        total = count * self.segment_length
+        streams = {
+            "token_ids": segmentation.align(token_ids, offsets, total),
+            "padding_mask": segmentation.align(padding_mask, offsets, total),
+            **{
+                name: segmentation.align(value, offsets, total)
+                for name, value in extras.items()
+            },
+        }
+        return streams, offsets, count
+
+    def _compiled_inference_step(self):
+        if self._inference_step is None:
+
+            def step(memory, initial, segment):
+                return self._segment_step(memory, initial, segment, False)
+
+            self._inference_step = compile_for_inference(self, step)
+        return self._inference_step
+
     def _unpack(self, inputs):
         if not isinstance(inputs, dict):
             raise ValueError(
@@ -378,6 +581,8 @@ class RecurrentSegments(keras.layers.Layer):
                 "memory_layout": self.memory_layout,
                 "memory_attention": self.memory_attention,
                 "carry_memory": self.carry_memory,
+                "segment_loop": self.segment_loop,
+                "remat": self.remat,
             }
         )
         return config
@@ -390,12 +595,38 @@ class RecurrentSegments(keras.layers.Layer):
         return cls(**config)
 
 
+def _write_back(states, values, training):
+    # Only dropout advances seed states; writing them back outside training
+    # would only risk storing traced values where no scope expects them.
+    if training:
+        for variable, value in zip(states, values):
+            variable.assign(value)
+
+
 def _block_attention_mask(layout, segment_length):
     """Causal, except that each memory block sees itself whole."""
     blocks = np.array(layout.block_ids(segment_length))
     causal = np.tril(np.ones((len(blocks), len(blocks)), "int32"))
     same_block = (blocks[:, None] == blocks[None, :]) & (blocks[:, None] > 0)
     return np.maximum(causal, same_block.astype("int32"))
+
+
+def _check_backend_allows(segment_loop, remat):
+    if keras.backend.backend() != "tensorflow":
+        return
+    if segment_loop == "scan":
+        raise ValueError(
+            "`segment_loop='scan'` is not available on the TensorFlow "
+            "backend (its scan cannot differentiate through keras-hub "
+            "layers under XLA); use 'auto' or 'unrolled'. "
+            f"Received: segment_loop={segment_loop!r}"
+        )
+    if remat:
+        raise ValueError(
+            "`remat=True` is not available on the TensorFlow backend: "
+            "`tf.recompute_grad` gave wrong gradients through dropout. "
+            f"Received: remat={remat!r}"
+        )
 
 
 def _check_integer(name, tensor):

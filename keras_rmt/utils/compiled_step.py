@@ -1,0 +1,36 @@
+"""Compiling a function of a layer's weights once, on each backend.
+
+The only backend-specific code of the layers: Keras has no public way to
+compile a function outside a `Model`, and `Model.predict_on_batch` would
+bring every segment's outputs back to the host.
+"""
+
+import keras
+
+
+def compile_for_inference(layer, function):
+    """Returns `function` compiled once per input shapes and dtypes.
+
+    `function(*args)` may read `layer`'s variables (it must not change
+    them). On JAX it is jitted with the variables' current values passed as
+    arguments, so later weight updates are seen without recompiling; on
+    TensorFlow it becomes a `tf.function` compiled with XLA; on torch it runs
+    eagerly.
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        variables = layer.variables
+
+        @jax.jit
+        def pure(values, *args):
+            with keras.StatelessScope(state_mapping=zip(variables, values)):
+                return function(*args)
+
+        return lambda *args: pure([v.value for v in variables], *args)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(function, jit_compile=True, reduce_retracing=True)
+    return function
