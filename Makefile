@@ -14,8 +14,8 @@ install-test:
 	$(PYTHON) -m pip install -q -e ".[tensorflow,jax,torch,test,demo]"
 
 lint:
-	$(PYTHON) -m ruff check keras_rmt tests examples
-	$(PYTHON) -m ruff format --check keras_rmt tests examples
+	$(PYTHON) -m ruff check keras_rmt tests examples benchmarks
+	$(PYTHON) -m ruff format --check keras_rmt tests examples benchmarks
 
 # One process per backend; the wheel check is backend-free and runs once.
 test: install-test lint
