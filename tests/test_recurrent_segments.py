@@ -135,6 +135,15 @@ def test_short_row_in_long_batch_equals_row_alone(family, alignment):
         )
 
 
+def test_bool_padding_mask_equals_int_mask():
+    rmt = make_rmt("gpt2")
+    batch = random_batch(2, 10, lengths=[10, 6])
+    as_bool = {**batch, "padding_mask": batch["padding_mask"].astype(bool)}
+    expected, got = numpy(rmt(batch)), numpy(rmt(as_bool))
+    for name in ("sequence_output", "memory"):
+        np.testing.assert_array_equal(got[name], expected[name])
+
+
 def test_right_alignment_pads_the_first_segment():
     rmt = make_rmt("gpt2", alignment="right", carry_memory=False)
     batch = random_batch(1, 6)

@@ -536,6 +536,8 @@ class RecurrentSegments(keras.layers.Layer):
         padding_mask = inputs["padding_mask"]
         _check_integer("token_ids", token_ids)
         _check_same_shape(token_ids, padding_mask, "padding_mask")
+        # keras-hub preprocessors give bool masks; segments are padded with 0.
+        padding_mask = ops.cast(padding_mask, "int32")
         extras = {}
         for name in self._body.extra_input_names:
             value = inputs.get(name)
