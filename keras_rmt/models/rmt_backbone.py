@@ -4,6 +4,7 @@ from keras_hub.src.utils.preset_utils import get_preset_loader
 
 from keras_rmt.layers.memory_tokens import MemoryTokens
 from keras_rmt.layers.recurrent_segments import RecurrentSegments
+from keras_rmt.models.saved_model_export import SavedModelExport
 
 # `from_preset` keyword arguments that shape the recurrence, not the backbone.
 RMT_ARGUMENTS = (
@@ -20,7 +21,7 @@ RMT_ARGUMENTS = (
 
 
 @keras.saving.register_keras_serializable(package="keras_rmt")
-class RMTBackbone(keras_hub.models.Backbone):
+class RMTBackbone(SavedModelExport, keras_hub.models.Backbone):
     """A keras-hub text backbone made recurrent over segments, with memory.
 
     Wraps any keras-hub text backbone (GPT-2, OPT, Llama, Mistral, Gemma,
@@ -199,18 +200,6 @@ class RMTBackbone(keras_hub.models.Backbone):
     def extra_input_names(self):
         """Backbone inputs beyond token ids and padding mask."""
         return _extra_inputs(self.backbone)
-
-    def export(self, filepath, format="tf_saved_model", verbose=None, **kwargs):
-        """Writes the model for serving.
-
-        With `format="tf_saved_model"` (the default), a TF SavedModel with
-        the signatures `serve`, `serve_segment` and `initial_memory`: see
-        `keras_rmt.export.export_saved_model`. Other formats go to
-        `keras.Model.export`.
-        """
-        from keras_rmt.export.saved_model import export_task
-
-        return export_task(self, filepath, format, verbose, **kwargs)
 
     def get_config(self):
         config = super().get_config()

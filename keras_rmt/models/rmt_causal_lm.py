@@ -15,6 +15,7 @@ from keras_rmt.models.gpt2_segment_cache import (
 from keras_rmt.models.rmt_backbone import RMTBackbone
 from keras_rmt.models.rmt_causal_lm_preprocessor import RMTCausalLMPreprocessor
 from keras_rmt.models.rmt_presets import load_rmt_task
+from keras_rmt.models.saved_model_export import SavedModelExport
 
 # Per-segment losses reported when neither compile() nor a preprocessor's
 # sequence length says how many segments the data has.
@@ -22,7 +23,7 @@ DEFAULT_SEGMENT_METRICS = 4
 
 
 @keras.saving.register_keras_serializable(package="keras_rmt")
-class RMTCausalLM(keras_hub.models.CausalLM):
+class RMTCausalLM(SavedModelExport, keras_hub.models.CausalLM):
     """A Recurrent Memory Transformer language model over inputs of any length.
 
     Predicts the next token at every position of an input of any length,
@@ -190,18 +191,6 @@ class RMTCausalLM(keras_hub.models.CausalLM):
                 y, y_pred, sample_weight, padding_mask=x["padding_mask"]
             )
         return super().compute_metrics(x, y, y_pred, sample_weight)
-
-    def export(self, filepath, format="tf_saved_model", verbose=None, **kwargs):
-        """Writes the model for serving.
-
-        With `format="tf_saved_model"` (the default), a TF SavedModel with
-        the signatures `serve`, `serve_segment` and `initial_memory`: see
-        `keras_rmt.export.export_saved_model`. Other formats go to
-        `keras.Model.export`.
-        """
-        from keras_rmt.export.saved_model import export_task
-
-        return export_task(self, filepath, format, verbose, **kwargs)
 
     @classmethod
     def from_preset(cls, preset, load_weights=True, **kwargs):

@@ -7,13 +7,14 @@ from keras_rmt.models.rmt_presets import load_rmt_task
 from keras_rmt.models.rmt_text_classifier_preprocessor import (
     RMTTextClassifierPreprocessor,
 )
+from keras_rmt.models.saved_model_export import SavedModelExport
 from keras_rmt.utils import segmentation
 
 SEGMENT_LOSSES = ("last", "mean")
 
 
 @keras.saving.register_keras_serializable(package="keras_rmt")
-class RMTTextClassifier(keras_hub.models.TextClassifier):
+class RMTTextClassifier(SavedModelExport, keras_hub.models.TextClassifier):
     """Classifies documents of any length with a Recurrent Memory Transformer.
 
     A `keras_rmt.models.RMTBackbone` reads the document segment by segment.
@@ -210,18 +211,6 @@ class RMTTextClassifier(keras_hub.models.TextClassifier):
                 y_pred, x["padding_mask"]
             )
         return super().compute_metrics(x, y, y_pred, sample_weight)
-
-    def export(self, filepath, format="tf_saved_model", verbose=None, **kwargs):
-        """Writes the model for serving.
-
-        With `format="tf_saved_model"` (the default), a TF SavedModel with
-        the signatures `serve`, `serve_segment` and `initial_memory`: see
-        `keras_rmt.export.export_saved_model`. Other formats go to
-        `keras.Model.export`.
-        """
-        from keras_rmt.export.saved_model import export_task
-
-        return export_task(self, filepath, format, verbose, **kwargs)
 
     def get_config(self):
         config = super().get_config()

@@ -1,0 +1,15 @@
+class SavedModelExport:
+    """Gives a task or backbone keras-rmt's SavedModel as its `export()`."""
+
+    def export(self, filepath, format="tf_saved_model", verbose=None, **kwargs):
+        """Writes the model for serving.
+
+        With `format="tf_saved_model"` (the default), a TF SavedModel with
+        the signatures `serve`, `serve_segment` and `initial_memory`: see
+        `keras_rmt.export.export_saved_model`. Other formats go to
+        `keras.Model.export`.
+        """
+        # Imported here: the export module reads the backend's own API.
+        from keras_rmt.export.saved_model import export_task
+
+        return export_task(self, filepath, format, verbose, **kwargs)
