@@ -110,12 +110,7 @@ def stream(ids, start, count, prefix, suffix, width, pad_id, xp):
     p = xp.arange(width)[None, :]
     count = count[:, None]
     tokens = _pick(xp, ids, start[:, None] + p - a)
-    if e:
-        tail = xp.take(suffix, xp.clip(p - a - count, 0, e - 1))
-        tokens = xp.where(p >= a + count, tail, tokens)
-    if a:
-        head = xp.take(prefix, xp.minimum(p, a - 1))
-        tokens = xp.where(p < a, head, tokens)
+    tokens = _frame(xp, tokens, p, count, prefix, suffix)
     lengths = count[:, 0] + a + e
     tokens = xp.where(p < lengths[:, None], tokens, pad_id)
     return tokens, lengths
@@ -146,12 +141,7 @@ def wrapped_segments(
     used_segments = segments_needed(count, per_segment, xp)
     in_segment = xp.clip(count - segment * per_segment, 0, per_segment)
     tokens = _pick(xp, ids, start[:, None] + segment * per_segment + offset - a)
-    if e:
-        tail = xp.take(suffix, xp.clip(offset - a - in_segment, 0, e - 1))
-        tokens = xp.where(offset >= a + in_segment, tail, tokens)
-    if a:
-        head = xp.take(prefix, xp.minimum(offset, a - 1))
-        tokens = xp.where(offset < a, head, tokens)
+    tokens = _frame(xp, tokens, offset, in_segment, prefix, suffix)
     real = (segment < used_segments) & (offset < a + in_segment + e)
     return xp.where(real, tokens, pad_id), real
 
@@ -161,3 +151,19 @@ def padded_length(longest, segment_length, sequence_length, xp):
     if sequence_length is not None:
         return sequence_length
     return segments_needed(longest, segment_length, xp) * segment_length
+
+
+def _frame(xp, tokens, position, count, prefix, suffix):
+    """Writes `prefix` before and `suffix` after `count` content tokens.
+
+    `position` is each token's place in its frame: `prefix` fills places
+    `[0, len(prefix))`, the content follows, then `suffix`.
+    """
+    a, e = len(prefix), len(suffix)
+    if e:
+        tail = xp.take(suffix, xp.clip(position - a - count, 0, e - 1))
+        tokens = xp.where(position >= a + count, tail, tokens)
+    if a:
+        head = xp.take(prefix, xp.minimum(position, a - 1))
+        tokens = xp.where(position < a, head, tokens)
+    return tokens
