@@ -27,10 +27,10 @@ QUICK = {
 FULL = {
     "num_pairs": 4, "num_keys": 16, "num_values": 10, "segments": [5],
     "num_memory_tokens": 10, "hidden_dim": 128, "num_layers": 4,
-    "num_heads": 4, "batch_size": 64, "epochs": 100, "steps_per_epoch": 100,
-    "test_samples": 1024, "learning_rate": 1e-3, "time_budget": 70,
-    "baseline_time_budget": 8, "full_attention_time_budget": 20,
-    "target": 0.99,
+    "num_heads": 4, "batch_size": 64, "epochs": 1000, "steps_per_epoch": 100,
+    "test_samples": 1024, "learning_rate": 1e-3, "time_budget": 300,
+    "baseline_time_budget": 60, "full_attention_time_budget": 60,
+    "target": 0.99, "grow_at": 0.95, "patience": 5,
 }  # fmt: skip
 
 
@@ -43,10 +43,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     config = example_utils.setting(args, QUICK, FULL)
 
-    def generate(num_samples, seed):
+    def generate(num_samples, seed, share=1.0):
         return keras_rmt.datasets.associative_retrieval(
             num_samples,
-            num_pairs=config["num_pairs"],
+            num_pairs=max(1, int(config["num_pairs"] * share)),
             num_keys=config["num_keys"],
             num_values=config["num_values"],
             seed=seed,

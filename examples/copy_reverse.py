@@ -42,10 +42,11 @@ QUICK = {
 }  # fmt: skip
 FULL = {
     "num_symbols": 10, "num_memory_tokens": 10, "hidden_dim": 128,
-    "num_layers": 4, "num_heads": 4, "batch_size": 64, "epochs": 100,
+    "num_layers": 4, "num_heads": 4, "batch_size": 64, "epochs": 1000,
     "steps_per_epoch": 100, "test_samples": 1024, "learning_rate": 1e-3,
-    "time_budget": 70, "baseline_time_budget": 8,
-    "full_attention_time_budget": 20, "target": 0.99,
+    "time_budget": 300, "baseline_time_budget": 60,
+    "full_attention_time_budget": 60, "target": 0.99, "grow_at": 0.95,
+    "patience": 5,
 }  # fmt: skip
 
 
@@ -65,11 +66,12 @@ def main(argv=None):
     for task in args.task or ["copy", "reverse"]:
         spec = (QUICK_TASKS if args.quick else TASKS)[task]
 
-        def generate(num_samples, seed, spec=spec, task=task):
+        def generate(num_samples, seed, share=1.0, spec=spec, task=task):
+            source = max(1, int(spec["source"] * share))  # the curriculum's
             return keras_rmt.datasets.copy_sequence(
                 num_samples,
-                source_length=spec["source"],
-                target_length=spec["target"],
+                source_length=source,
+                target_length=source * spec["target"] // spec["source"],
                 num_symbols=config["num_symbols"],
                 reverse=task == "reverse",
                 seed=seed,

@@ -141,7 +141,9 @@ def build_model(
     logits = keras.layers.Dense(vocabulary_size, name="head")(hidden)
     model = keras.Model(inputs, logits, name=kind.replace(" ", "_"))
     model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=0.01),
+        optimizer=keras.optimizers.AdamW(
+            learning_rate, weight_decay=0.01, clipnorm=1.0
+        ),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         weighted_metrics=[
             keras.metrics.SparseCategoricalAccuracy(name="accuracy")
@@ -172,26 +174,6 @@ class StopAt(keras.callbacks.Callback):
         if self.seconds is not None and time.time() - self.start > self.seconds:
             self.reason = f"time budget of {self.seconds:.0f} s"
             self.model.stop_training = True
-
-
-def task_data(generate, batch_size, num_batches, seed, **kwargs):
-    """Fresh rows at every step from `generate(num_samples, seed=...)`.
-
-    `kwargs` go to `keras_rmt.datasets.SegmentedDataset` (for example
-    `pad_to` or `vary_n_segments` with a generator taking `num_segments`).
-    """
-
-    def make_batch(size, num_segments, rng):
-        return generate(size, num_segments, int(rng.integers(2**31)))
-
-    return keras_rmt.datasets.SegmentedDataset(
-        make_batch,
-        batch_size=batch_size,
-        num_batches=num_batches,
-        segment_length=kwargs.pop("segment_length", 1),
-        seed=seed,
-        **kwargs,
-    )
 
 
 def train(
@@ -297,21 +279,20 @@ def plot(curves, path, xlabel, ylabel, title, chance=None, log_y=False):
 def sweep(name, generate, vocabulary_size, segments, config, args, **report):
     """Accuracy against the number of segments: RMT, no memory, full.
 
-    `generate(num_samples, seed)` gives `(inputs, labels, sample_weight)` of
-    one fixed length; for each count in `segments` the row is cut into that
-    many segments (`ceil(length / count)` tokens each). Full attention is
-    trained once. `config` holds the model and training sizes; `report`
+    `generate(num_samples, seed, share=1.0)` gives `(inputs, labels,
+    sample_weight)` of the whole task for `share=1.0`, and of a smaller
+    instance of it (`share` of the symbols or pairs) otherwise. For each
+    count in `segments` the whole row is cut into that many segments
+    (`ceil(length / count)` tokens each), and the RMT and the memory-less
+    model train with the paper's curriculum (`curriculum_data`): 1 segment's
+    share of the task first, one more whenever training accuracy reaches
+    `config["grow_at"]` or stops improving. Full attention trains once, on
+    the whole task. `config` holds the model and training sizes; `report`
     (`title`, `chance`, `paper`) goes into the JSON and plot.
     """
     test = generate(config["test_samples"], args.seed + 1)
     validation = generate(config.get("validation_samples", 256), args.seed + 2)
     length = test[0]["token_ids"].shape[1]
-    data = task_data(
-        lambda size, _, seed: generate(size, seed),
-        config["batch_size"],
-        config["steps_per_epoch"],
-        args.seed,
-    )
     runs = [(kind, n) for n in segments for kind in MODEL_KINDS[:2]]
     if config.get("full_attention", True):
         runs.append(("full attention", 1))
@@ -332,6 +313,10 @@ def sweep(name, generate, vocabulary_size, segments, config, args, **report):
             max_length=length,
             seed=args.seed,
         )
+        data, callbacks = curriculum_data(
+            generate, 1 if kind == "full attention" else count, length,
+            config, args.seed,
+        )  # fmt: skip
         run = train(
             model,
             data,
@@ -339,8 +324,11 @@ def sweep(name, generate, vocabulary_size, segments, config, args, **report):
             epochs=config["epochs"],
             target=config.get("target"),
             seconds=_time_budget(config, kind),
+            callbacks=callbacks,
             verbose=args.verbose,
         )
+        if callbacks:
+            run["segments_by_epoch"] = callbacks[0].history
         run.update(
             segments=count,
             segment_length=segment_length,
@@ -364,6 +352,56 @@ def sweep(name, generate, vocabulary_size, segments, config, args, **report):
     }
     _report_sweep(summary, segments, args.output_dir)
     return summary
+
+
+def curriculum_data(generate, num_segments, length, config, seed):
+    """Training data growing from 1 segment's share of the task to all.
+
+    Returns `(data, callbacks)`: a `keras_rmt.datasets.SegmentedDataset`
+    whose batch for `k` segments holds `generate(..., share=k /
+    num_segments)` rows, each batch drawing `k` from 1 to the current stage
+    (`vary_n_segments`), left-padded to `length` so that every batch has one
+    shape and the task ends in the last segment; and the
+    `keras_rmt.callbacks.SegmentCurriculum` that grows the stage (none for
+    one segment).
+    """
+
+    def make_batch(size, stage, rng):
+        seed = int(rng.integers(2**31))
+        rows = generate(size, seed, share=stage / num_segments)
+        return left_pad(rows, length)
+
+    data = keras_rmt.datasets.SegmentedDataset(
+        make_batch,
+        batch_size=config["batch_size"],
+        num_batches=config["steps_per_epoch"],
+        segment_length=1,
+        num_segments=num_segments if num_segments == 1 else 1,
+        vary_n_segments=True,
+        seed=seed,
+    )
+    if num_segments == 1:
+        return data, []
+    grow = keras_rmt.callbacks.SegmentCurriculum(
+        data,
+        max_segments=num_segments,
+        monitor="accuracy",
+        target=config.get("grow_at", 0.95),
+        patience=config.get("patience", 5),
+        verbose=1,
+    )
+    return data, [grow]
+
+
+def left_pad(rows, length):
+    """`(inputs, labels, sample_weight)` with padding put before each row."""
+    inputs, *targets = rows
+    width = length - inputs["token_ids"].shape[1]
+
+    def pad(x):
+        return np.pad(x, [(0, 0), (width, 0)])
+
+    return ({k: pad(v) for k, v in inputs.items()}, *map(pad, targets))
 
 
 def _time_budget(config, kind):

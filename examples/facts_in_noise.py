@@ -35,9 +35,9 @@ QUICK = {
 FULL = {
     "segment_length": 32, "num_facts": 4, "num_people": 2, "num_places": 6,
     "num_memory_tokens": 8, "hidden_dim": 128, "num_layers": 4,
-    "num_heads": 4, "batch_size": 64, "epochs": 60, "steps_per_epoch": 100,
-    "learning_rate": 1e-3, "time_budget": 100, "test_samples": 1000,
-    "baseline_time_budget": 10,
+    "num_heads": 4, "batch_size": 64, "epochs": 1000, "steps_per_epoch": 100,
+    "learning_rate": 1e-3, "time_budget": 300, "test_samples": 1000,
+    "baseline_time_budget": 60,
 }  # fmt: skip
 
 
