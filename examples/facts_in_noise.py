@@ -33,7 +33,7 @@ QUICK = {
     "learning_rate": 2e-3, "time_budget": 300, "test_samples": 256,
 }  # fmt: skip
 FULL = {
-    "segment_length": 32, "num_facts": 4, "num_people": 2, "num_places": 6,
+    "segment_length": 32, "num_facts": 4, "num_people": 1, "num_places": 6,
     "num_memory_tokens": 8, "hidden_dim": 128, "num_layers": 4,
     "num_heads": 4, "batch_size": 64, "epochs": 1000, "steps_per_epoch": 100,
     "learning_rate": 1e-3, "time_budget": 300, "test_samples": 1000,
