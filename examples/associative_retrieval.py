@@ -27,8 +27,8 @@ QUICK = {
 FULL = {
     "num_pairs": 4, "num_keys": 16, "num_values": 10, "segments": [5],
     "num_memory_tokens": 10, "hidden_dim": 128, "num_layers": 4,
-    "num_heads": 4, "batch_size": 64, "epochs": 1000, "steps_per_epoch": 100,
-    "test_samples": 1024, "learning_rate": 1e-3, "time_budget": 240,
+    "num_heads": 4, "batch_size": 512, "epochs": 1000, "steps_per_epoch": 100,
+    "test_samples": 1024, "learning_rate": 1e-3, "time_budget": 380,
     "baseline_time_budget": 45, "full_attention_time_budget": 45,
     "target": 0.99, "grow_at": 0.95, "patience": 5,
 }  # fmt: skip

@@ -42,9 +42,9 @@ QUICK = {
 }  # fmt: skip
 FULL = {
     "num_symbols": 10, "num_memory_tokens": 10, "hidden_dim": 128,
-    "num_layers": 4, "num_heads": 4, "batch_size": 64, "epochs": 1000,
+    "num_layers": 4, "num_heads": 4, "batch_size": 128, "epochs": 1000,
     "steps_per_epoch": 100, "test_samples": 1024, "learning_rate": 1e-3,
-    "time_budget": 240, "baseline_time_budget": 45,
+    "time_budget": 380, "baseline_time_budget": 45,
     "full_attention_time_budget": 45, "target": 0.99, "grow_at": 0.95,
     "patience": 5,
 }  # fmt: skip

@@ -35,9 +35,9 @@ QUICK = {
 FULL = {
     "segment_length": 32, "num_facts": 4, "num_people": 1, "num_places": 6,
     "num_memory_tokens": 8, "hidden_dim": 128, "num_layers": 4,
-    "num_heads": 4, "batch_size": 64, "epochs": 1000, "steps_per_epoch": 100,
-    "learning_rate": 1e-3, "time_budget": 300, "test_samples": 1000,
-    "baseline_time_budget": 60,
+    "num_heads": 4, "batch_size": 128, "epochs": 1000, "steps_per_epoch": 100,
+    "learning_rate": 1e-3, "time_budget": 320, "test_samples": 1000,
+    "baseline_time_budget": 45,
 }  # fmt: skip
 
 
@@ -106,8 +106,9 @@ def main(argv=None):
         help="add a segment once training accuracy reaches this",
     )  # fmt: skip
     parser.add_argument(
-        "--stop-at", type=float, default=0.99,
-        help="stop once accuracy at --train-segments reaches this",
+        "--stop-at", type=float, default=None,
+        help="stop once validation accuracy at --train-segments reaches "
+        "this; by default train for the whole time budget",
     )  # fmt: skip
     args = parser.parse_args(argv)
     config = example_utils.setting(args, QUICK, FULL)
