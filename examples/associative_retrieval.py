@@ -20,15 +20,15 @@ import keras_rmt
 QUICK = {
     "num_pairs": 2, "num_keys": 8, "num_values": 8, "segments": [3],
     "num_memory_tokens": 4, "hidden_dim": 64, "num_layers": 2,
-    "num_heads": 4, "batch_size": 32, "epochs": 20, "steps_per_epoch": 50,
+    "num_heads": 4, "batch_size": 32, "epochs": 1000, "steps_per_epoch": 50,
     "test_samples": 512, "learning_rate": 2e-3, "time_budget": 240,
     "baseline_time_budget": 45, "target": 0.99,
 }  # fmt: skip
 FULL = {
     "num_pairs": 4, "num_keys": 16, "num_values": 10, "segments": [5],
     "num_memory_tokens": 10, "hidden_dim": 128, "num_layers": 4,
-    "num_heads": 4, "batch_size": 512, "epochs": 1000, "steps_per_epoch": 100,
-    "test_samples": 1024, "learning_rate": 1e-3, "time_budget": 380,
+    "num_heads": 4, "batch_size": 64, "epochs": 1000, "steps_per_epoch": 100,
+    "test_samples": 1024, "learning_rate": 1e-3, "time_budget": 240,
     "baseline_time_budget": 45, "full_attention_time_budget": 45,
     "target": 0.99, "grow_at": 0.95, "patience": 5,
 }  # fmt: skip

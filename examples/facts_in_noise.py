@@ -29,7 +29,7 @@ import keras_rmt
 QUICK = {
     "segment_length": 24, "num_facts": 3, "num_people": 1, "num_places": 6,
     "num_memory_tokens": 4, "hidden_dim": 64, "num_layers": 2,
-    "num_heads": 4, "batch_size": 32, "epochs": 30, "steps_per_epoch": 50,
+    "num_heads": 4, "batch_size": 32, "epochs": 1000, "steps_per_epoch": 50,
     "learning_rate": 2e-3, "time_budget": 300, "test_samples": 256,
 }  # fmt: skip
 FULL = {

@@ -6,7 +6,7 @@
 # console log to $OUT/<name>.log.
 #
 # Each model trains until it reaches its target accuracy or its own time
-# budget (the examples' FULL settings: 320-380 s for an RMT, 45 s for a
+# budget (the examples' FULL settings: 240-320 s for an RMT, 45 s for a
 # baseline), about 9 minutes in all; a process still running at DEADLINE
 # seconds (570) is stopped. Extra arguments go to every example. Where
 # NVIDIA's MPS daemon can start, the processes share the GPU through it
