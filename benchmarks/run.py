@@ -127,6 +127,7 @@ def _batch(config, batch_size, length, seed=0):
 
 def _log(config, row):
     row = {**row, "flash": config["flash"], "dropout": config["dropout"]}
+    row.update(remat=config["remat"], xla_flags=os.environ.get("XLA_FLAGS"))
     print(json.dumps(row), flush=True)
     if config.get("log"):
         with open(config["log"], "a") as file:
