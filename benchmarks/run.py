@@ -363,6 +363,12 @@ def _parse():
     parser.add_argument("--remat", action="store_true")
     parser.add_argument("--no-lm-head", action="store_true")
     parser.add_argument(
+        "--triton-gemm",
+        action="store_true",
+        help="with --gpu, keep XLA's Triton matrix multiplies (by default "
+        "they are switched off: cuBLAS trained 14%% faster on an H100)",
+    )
+    parser.add_argument(
         "--segment-loop", default="auto", choices=("auto", "unrolled", "scan")
     )
     parser.add_argument("--seconds", type=float, help="timing per point")
@@ -409,6 +415,9 @@ def main():
     kinds = ["loss_curve"] if args.loss_curve else args.kinds.split(",")
     rows = []
     env = dict(os.environ, KERAS_BACKEND="jax")
+    if args.gpu and not args.triton_gemm:
+        flags = [env.get("XLA_FLAGS"), "--xla_gpu_enable_triton_gemm=false"]
+        env["XLA_FLAGS"] = " ".join(filter(None, flags))
     env["PYTHONPATH"] = os.pathsep.join(
         [ROOT, *filter(None, [env.get("PYTHONPATH")])]
     )
