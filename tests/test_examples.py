@@ -51,6 +51,42 @@ def test_copy_reverse_writes_accuracy_by_segments_and_plot(tmp_path):
     assert written["runs"]["RMT"][0]["segment_length"] == 6
 
 
+def test_curriculum_data_grows_the_task_share_inside_one_shape():
+    import example_utils
+    import numpy as np
+
+    import keras_rmt
+
+    def generate(num_samples, seed, share=1.0):
+        source = max(1, int(6 * share))
+        return keras_rmt.datasets.copy_sequence(
+            num_samples, source, 2 * source, seed=seed
+        )
+
+    config = {"batch_size": 4, "steps_per_epoch": 2}
+    data, callbacks = example_utils.curriculum_data(generate, 3, 18, config, 0)
+    (grow,) = callbacks
+    assert grow.max_segments == 3
+    for stage, sources in [(1, {2}), (3, {2, 4, 6})]:
+        data.num_segments = stage
+        seen = set()
+        for index in range(len(data)):
+            inputs, labels, weight = data[index]
+            assert inputs["token_ids"].shape == (4, 18)
+            real = int(inputs["padding_mask"][0].sum())
+            seen.add(real // 3)  # source + separator + 2 x source - 1
+            # Left-padded: padding first, then one whole copy row.
+            ids = inputs["token_ids"][0]
+            np.testing.assert_array_equal(ids[: 18 - real], 0)
+            assert ids[18 - real + real // 3] == 1  # the separator
+            assert weight[0].sum() == 2 * (real // 3)
+            assert (weight[:, : 18 - real] == 0).all()
+        assert seen <= sources
+    data, callbacks = example_utils.curriculum_data(generate, 1, 18, config, 0)
+    assert callbacks == []
+    assert data[0][0]["padding_mask"].sum() == 4 * 18
+
+
 def test_associative_retrieval_writes_accuracy_and_plot(tmp_path):
     import associative_retrieval
 
