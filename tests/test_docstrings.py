@@ -19,6 +19,7 @@ PUBLIC = [
     keras_rmt.datasets.associative_retrieval,
     keras_rmt.datasets.facts_in_noise,
     keras_rmt.datasets.python_docs,
+    keras_rmt.datasets.bbc_news,
     keras_rmt.datasets.vary_n_segments,
     keras_rmt.datasets.SegmentedDataset,
     keras_rmt.callbacks.SegmentCurriculum,

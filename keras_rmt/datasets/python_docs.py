@@ -1,6 +1,4 @@
-import numpy as np
-
-VOCABULARY_SIZE = 257  # byte values + 1; 0 is padding
+from keras_rmt.datasets.byte_rows import VOCABULARY_SIZE, byte_rows
 
 
 def python_docs(
@@ -46,34 +44,10 @@ def python_docs(
     """
     from pydoc_data.topics import topics
 
-    if split not in ("train", "validation"):
-        raise ValueError(
-            "`split` must be 'train' or 'validation'. "
-            f"Received: split={split!r}"
-        )
-    if not isinstance(sequence_length, int) or sequence_length < 1:
-        raise ValueError(
-            "`sequence_length` must be a positive integer. "
-            f"Received: sequence_length={sequence_length!r}"
-        )
     text = "\n\n".join(topics[name] for name in sorted(topics))
-    data = np.frombuffer(text.encode("utf-8"), "uint8").astype("int32") + 1
-    held_out = int(len(data) * (1 - validation_fraction))
-    data = data[:held_out] if split == "train" else data[held_out:]
-    if max_bytes is not None:
-        data = data[:max_bytes]
-    stride = stride or sequence_length
-    rows = (len(data) - 1 - sequence_length) // stride + 1
-    if len(data) - 1 < sequence_length:
-        raise ValueError(
-            f"The {split} split ({len(data)} bytes) is shorter than one row. "
-            f"Received: sequence_length={sequence_length}"
-        )
-    starts = np.arange(rows)[:, None] * stride
-    positions = starts + np.arange(sequence_length)[None]
-    token_ids, labels = data[positions], data[positions + 1]
-    inputs = {"token_ids": token_ids, "padding_mask": np.ones_like(token_ids)}
-    return inputs, labels
+    return byte_rows(
+        text, sequence_length, split, validation_fraction, max_bytes, stride
+    )
 
 
 python_docs.VOCABULARY_SIZE = VOCABULARY_SIZE

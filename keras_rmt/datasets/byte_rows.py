@@ -1,0 +1,54 @@
+"""Cuts a text into next-byte rows: the shared core of the text corpora."""
+
+import numpy as np
+
+VOCABULARY_SIZE = 257  # byte values + 1; 0 is padding
+
+
+def byte_rows(
+    text,
+    sequence_length,
+    split="train",
+    validation_fraction=0.1,
+    max_bytes=None,
+    stride=None,
+):
+    """Rows of byte ids (byte value + 1; 0 is padding) and next-byte labels.
+
+    The last `validation_fraction` of the UTF-8 bytes of `text` is the
+    `"validation"` split, the rest the `"train"` split. A row starts every
+    `stride` bytes (by default `sequence_length`: rows do not overlap);
+    bytes after the last whole row are left out.
+    """
+    check_arguments(sequence_length, split)
+    data = np.frombuffer(text.encode("utf-8"), "uint8").astype("int32") + 1
+    held_out = int(len(data) * (1 - validation_fraction))
+    data = data[:held_out] if split == "train" else data[held_out:]
+    if max_bytes is not None:
+        data = data[:max_bytes]
+    if len(data) - 1 < sequence_length:
+        raise ValueError(
+            f"The {split} split ({len(data)} bytes) is shorter than one row. "
+            f"Received: sequence_length={sequence_length}"
+        )
+    stride = stride or sequence_length
+    rows = (len(data) - 1 - sequence_length) // stride + 1
+    starts = np.arange(rows)[:, None] * stride
+    positions = starts + np.arange(sequence_length)[None]
+    token_ids, labels = data[positions], data[positions + 1]
+    inputs = {"token_ids": token_ids, "padding_mask": np.ones_like(token_ids)}
+    return inputs, labels
+
+
+def check_arguments(sequence_length, split):
+    """Raises for a bad `split` or `sequence_length` before any reading."""
+    if split not in ("train", "validation"):
+        raise ValueError(
+            "`split` must be 'train' or 'validation'. "
+            f"Received: split={split!r}"
+        )
+    if not isinstance(sequence_length, int) or sequence_length < 1:
+        raise ValueError(
+            "`sequence_length` must be a positive integer. "
+            f"Received: sequence_length={sequence_length!r}"
+        )
