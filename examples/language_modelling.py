@@ -37,7 +37,7 @@ FULL = {
     "segment_length": 128, "num_segments": 8, "num_memory_tokens": 10,
     "hidden_dim": 256, "num_layers": 4, "num_heads": 8, "batch_size": 32,
     "epochs": 6, "steps_per_epoch": 400, "learning_rate": 1e-3,
-    "train_bytes": None, "stride": 32, "validation_bytes": None,
+    "train_bytes": None, "stride": 128, "validation_bytes": None,
     "time_budget": 60,
 }  # fmt: skip
 
