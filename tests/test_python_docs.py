@@ -35,3 +35,12 @@ def test_validation_is_the_held_out_end():
 def test_bad_split_is_named():
     with pytest.raises(ValueError, match="Received: split='test'"):
         python_docs(8, split="test")
+
+
+@pytest.mark.parametrize(
+    "argument, value",
+    [("stride", 0), ("stride", -4), ("validation_fraction", 1.0)],
+)
+def test_bad_stride_or_fraction_is_named(argument, value):
+    with pytest.raises(ValueError, match=f"Received: {argument}={value}"):
+        python_docs(8, **{argument: value})

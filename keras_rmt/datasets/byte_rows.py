@@ -21,6 +21,16 @@ def byte_rows(
     bytes after the last whole row are left out.
     """
     check_arguments(sequence_length, split)
+    if not 0 < validation_fraction < 1:
+        raise ValueError(
+            "`validation_fraction` must be between 0 and 1. "
+            f"Received: validation_fraction={validation_fraction!r}"
+        )
+    if stride is not None and (not isinstance(stride, int) or stride < 1):
+        raise ValueError(
+            "`stride` must be a positive integer or None. "
+            f"Received: stride={stride!r}"
+        )
     data = np.frombuffer(text.encode("utf-8"), "uint8").astype("int32") + 1
     held_out = int(len(data) * (1 - validation_fraction))
     data = data[:held_out] if split == "train" else data[held_out:]
