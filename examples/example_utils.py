@@ -376,7 +376,6 @@ def curriculum_data(generate, num_segments, length, config, seed):
         batch_size=config["batch_size"],
         num_batches=config["steps_per_epoch"],
         segment_length=1,
-        num_segments=num_segments if num_segments == 1 else 1,
         vary_n_segments=True,
         seed=seed,
     )
