@@ -21,6 +21,9 @@ segments and extrapolated to 4,096.
 
 import time
 
+import example_models
+import example_results
+import example_training
 import example_utils
 import keras
 
@@ -63,7 +66,7 @@ def train_with_curriculum(kind, config, args, generate):
         patience=3,
         verbose=1,
     )
-    model = example_utils.build_model(
+    model = example_models.build_model(
         kind,
         len(keras_rmt.datasets.facts_in_noise.VOCABULARY),
         config["segment_length"],
@@ -79,7 +82,7 @@ def train_with_curriculum(kind, config, args, generate):
         args.train_segments,
         args.seed + 1,
     )
-    run = example_utils.train(
+    run = example_training.train(
         model,
         data,
         validation,
@@ -128,7 +131,7 @@ def main(argv=None):
     for kind in ("RMT", "no memory"):
         print(f"== facts in noise: {kind} ({keras.backend.backend()}) ==")
         model, run = train_with_curriculum(kind, config, args, generate)
-        read = example_utils.last_token_reader(model)
+        read = example_models.last_token_reader(model)
         accuracy[kind] = {}
         for count in args.eval_segments:
             inputs, labels, _ = generate(
@@ -153,10 +156,10 @@ def main(argv=None):
         "paper": "BABILong qa1, GPT-2 + RMT: 1.0 at 16k tokens, 0.99 at 128k",
         "runs": results,
         "seconds": time.time() - start,
-        "environment": example_utils.environment(),
+        "environment": example_results.environment(),
     }
-    example_utils.write_json(summary, args.output_dir, "facts_in_noise")
-    example_utils.plot_summary(summary, args.output_dir)
+    example_results.write_json(summary, args.output_dir, "facts_in_noise")
+    example_results.plot_summary(summary, args.output_dir)
     print(f"\nfacts in noise, trained up to {args.train_segments} segments")
     for kind, by_count in accuracy.items():
         row = "  ".join(f"{n}: {v:.3f}" for n, v in by_count.items())

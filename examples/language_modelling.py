@@ -20,6 +20,9 @@ a different corpus: compare the ordering and the gap, not the values.
 
 import time
 
+import example_models
+import example_results
+import example_training
 import example_utils
 import keras
 import numpy as np
@@ -70,9 +73,9 @@ def main(argv=None):
         test_x = {k: v[: config["test_samples"]] for k, v in test_x.items()}
         test_y = test_y[: config["test_samples"]]
     start, results = time.time(), {}
-    for kind in example_utils.MODEL_KINDS:
+    for kind in example_models.MODEL_KINDS:
         print(f"== language modelling: {kind} ({keras.backend.backend()}) ==")
-        model = example_utils.build_model(
+        model = example_models.build_model(
             kind,
             keras_rmt.datasets.bbc_news.VOCABULARY_SIZE,
             L,
@@ -84,7 +87,7 @@ def main(argv=None):
             max_length=L * count,
             seed=args.seed,
         )
-        stop = example_utils.StopAt("loss", seconds=config["time_budget"])
+        stop = example_training.StopAt("loss", seconds=config["time_budget"])
         began = time.time()
         history = model.fit(
             train_x,
@@ -123,10 +126,10 @@ def main(argv=None):
         "25.04, Transformer-XL 24.12",
         "runs": results,
         "seconds": time.time() - start,
-        "environment": example_utils.environment(),
+        "environment": example_results.environment(),
     }
-    example_utils.write_json(summary, args.output_dir, "language_modelling")
-    example_utils.plot_summary(summary, args.output_dir)
+    example_results.write_json(summary, args.output_dir, "language_modelling")
+    example_results.plot_summary(summary, args.output_dir)
     print("\nheld-out perplexity per byte, by segment index")
     for kind, values in summary["perplexity_by_segment"].items():
         row = " ".join(f"{v:6.2f}" for v in values)

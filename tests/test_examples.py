@@ -52,7 +52,7 @@ def test_copy_reverse_writes_accuracy_by_segments_and_plot(tmp_path):
 
 
 def test_curriculum_data_grows_the_task_share_inside_one_shape():
-    import example_utils
+    import example_training
     import numpy as np
 
     import keras_rmt
@@ -64,7 +64,9 @@ def test_curriculum_data_grows_the_task_share_inside_one_shape():
         )
 
     config = {"batch_size": 4, "steps_per_epoch": 2}
-    data, callbacks = example_utils.curriculum_data(generate, 3, 18, config, 0)
+    data, callbacks = example_training.curriculum_data(
+        generate, 3, 18, config, 0
+    )
     (grow,) = callbacks
     assert grow.max_segments == 3
     for stage, sources in [(1, {2}), (3, {2, 4, 6})]:
@@ -82,7 +84,9 @@ def test_curriculum_data_grows_the_task_share_inside_one_shape():
             assert weight[0].sum() == 2 * (real // 3)
             assert (weight[:, : 18 - real] == 0).all()
         assert seen <= sources
-    data, callbacks = example_utils.curriculum_data(generate, 1, 18, config, 0)
+    data, callbacks = example_training.curriculum_data(
+        generate, 1, 18, config, 0
+    )
     assert callbacks == []
     assert data[0][0]["padding_mask"].sum() == 4 * 18
 
