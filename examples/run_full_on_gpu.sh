@@ -11,7 +11,7 @@
 # seconds (570) is stopped. Extra arguments go to every example. Where
 # NVIDIA's MPS daemon can start, the processes share the GPU through it
 # (without it they take turns: five side by side took 38-46 ms a step
-# each on an H100, against 10-19 ms for four with the daemon started).
+# each on an H100; four, once this script tried to start it, 10-19 ms).
 #
 # On a machine without keras (the project's GPU machine), first run
 # ../shared/gpu/wheels.sh in the repository root to fill .whl/; this script
