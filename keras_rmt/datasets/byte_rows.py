@@ -6,7 +6,7 @@ VOCABULARY_SIZE = 257  # byte values + 1; 0 is padding
 
 
 def byte_rows(
-    text,
+    read_text,
     sequence_length,
     split="train",
     validation_fraction=0.1,
@@ -15,12 +15,23 @@ def byte_rows(
 ):
     """Rows of byte ids (byte value + 1; 0 is padding) and next-byte labels.
 
-    The last `validation_fraction` of the UTF-8 bytes of `text` is the
-    `"validation"` split, the rest the `"train"` split. A row starts every
-    `stride` bytes (by default `sequence_length`: rows do not overlap);
-    bytes after the last whole row are left out.
+    `read_text()` gives the corpus; it is called once the arguments are
+    checked, so a bad argument fails before any reading. The last
+    `validation_fraction` of its UTF-8 bytes is the `"validation"` split,
+    the rest the `"train"` split. A row starts every `stride` bytes (by
+    default `sequence_length`: rows do not overlap); bytes after the last
+    whole row are left out.
     """
-    check_arguments(sequence_length, split)
+    if split not in ("train", "validation"):
+        raise ValueError(
+            "`split` must be 'train' or 'validation'. "
+            f"Received: split={split!r}"
+        )
+    if not isinstance(sequence_length, int) or sequence_length < 1:
+        raise ValueError(
+            "`sequence_length` must be a positive integer. "
+            f"Received: sequence_length={sequence_length!r}"
+        )
     if not 0 < validation_fraction < 1:
         raise ValueError(
             "`validation_fraction` must be between 0 and 1. "
@@ -31,6 +42,7 @@ def byte_rows(
             "`stride` must be a positive integer or None. "
             f"Received: stride={stride!r}"
         )
+    text = read_text()
     data = np.frombuffer(text.encode("utf-8"), "uint8").astype("int32") + 1
     held_out = int(len(data) * (1 - validation_fraction))
     data = data[:held_out] if split == "train" else data[held_out:]
@@ -48,17 +60,3 @@ def byte_rows(
     token_ids, labels = data[positions], data[positions + 1]
     inputs = {"token_ids": token_ids, "padding_mask": np.ones_like(token_ids)}
     return inputs, labels
-
-
-def check_arguments(sequence_length, split):
-    """Raises for a bad `split` or `sequence_length` before any reading."""
-    if split not in ("train", "validation"):
-        raise ValueError(
-            "`split` must be 'train' or 'validation'. "
-            f"Received: split={split!r}"
-        )
-    if not isinstance(sequence_length, int) or sequence_length < 1:
-        raise ValueError(
-            "`sequence_length` must be a positive integer. "
-            f"Received: sequence_length={sequence_length!r}"
-        )

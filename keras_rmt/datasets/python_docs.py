@@ -42,12 +42,21 @@ def python_docs(
     tuple(labels[0, :-1] - inputs["token_ids"][0, 1:])[:3]  # (0, 0, 0)
     ```
     """
+    return byte_rows(
+        _read_text,
+        sequence_length,
+        split,
+        validation_fraction,
+        max_bytes,
+        stride,
+    )
+
+
+def _read_text():
+    """The pydoc topics, in name order, joined by blank lines."""
     from pydoc_data.topics import topics
 
-    text = "\n\n".join(topics[name] for name in sorted(topics))
-    return byte_rows(
-        text, sequence_length, split, validation_fraction, max_bytes, stride
-    )
+    return "\n\n".join(topics[name] for name in sorted(topics))
 
 
 python_docs.VOCABULARY_SIZE = VOCABULARY_SIZE
