@@ -44,9 +44,9 @@ FULL = {
     "num_symbols": 10, "num_memory_tokens": 10, "hidden_dim": 128,
     "num_layers": 4, "num_heads": 4, "batch_size": 64, "epochs": 1000,
     "steps_per_epoch": 100, "test_samples": 1024, "learning_rate": 1e-3,
-    "time_budget": 240, "baseline_time_budget": 45,
+    "time_budget": 400, "baseline_time_budget": 45,
     "full_attention_time_budget": 45, "target": 0.99, "grow_at": 0.95,
-    "patience": 5,
+    "patience": 5, "segment_loop": "unrolled",
 }  # fmt: skip
 
 

@@ -39,8 +39,8 @@ FULL = {
     "segment_length": 32, "num_facts": 4, "num_people": 1, "num_places": 6,
     "num_memory_tokens": 8, "hidden_dim": 128, "num_layers": 4,
     "num_heads": 4, "batch_size": 128, "epochs": 1000, "steps_per_epoch": 100,
-    "learning_rate": 1e-3, "time_budget": 320, "test_samples": 1000,
-    "baseline_time_budget": 45,
+    "learning_rate": 1e-3, "time_budget": 420, "test_samples": 1000,
+    "baseline_time_budget": 45, "segment_loop": "unrolled",
 }  # fmt: skip
 
 
@@ -75,6 +75,7 @@ def train_with_curriculum(kind, config, args, generate):
         num_layers=config["num_layers"],
         num_heads=config["num_heads"],
         learning_rate=config["learning_rate"],
+        segment_loop=config.get("segment_loop", "auto"),
         seed=args.seed,
     )
     validation = generate(

@@ -85,6 +85,7 @@ def main(argv=None):
             num_heads=config["num_heads"],
             learning_rate=config["learning_rate"],
             max_length=L * count,
+            segment_loop=config.get("segment_loop", "auto"),
             seed=args.seed,
         )
         stop = example_training.StopAt("loss", seconds=config["time_budget"])
