@@ -87,12 +87,6 @@ def _setup(config):
         keras.distribution.set_distribution(
             keras.distribution.DataParallel(devices=devices)
         )
-    if config.get("remat_policy") == "dots":
-        import jax
-        from keras.src.backend.jax import core
-
-        policy = jax.checkpoint_policies.dots_with_no_batch_dims_saveable
-        core.remat = lambda f: jax.checkpoint(f, policy=policy)
     keras.utils.set_random_seed(0)
     return keras
 
@@ -135,12 +129,8 @@ def _batch(config, batch_size, length, seed=0):
 
 def _log(config, row):
     row = {**row, "flash": config["flash"], "dropout": config["dropout"]}
-    row.update(
-        loss=config.get("loss"),
-        remat_policy=config.get("remat_policy"),
-        segment_loop=config.get("segment_loop"),
-    )
     row.update(remat=config["remat"], xla_flags=os.environ.get("XLA_FLAGS"))
+    row.update(segment_loop=config["segment_loop"])
     print(json.dumps(row), flush=True)
     if config.get("log"):
         with open(config["log"], "a") as file:
@@ -183,9 +173,6 @@ def _lm_model(keras, body, length, config):
     if config.get("no_lm_head"):
         outputs = keras.layers.Dense(1, name="probe")(hidden)
         loss = "mse"
-    elif config.get("loss") == "lse":
-        outputs = embedding(hidden, reverse=True)
-        loss = _LogSumExpCrossEntropy()
     else:
         outputs = embedding(hidden, reverse=True)
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -194,21 +181,6 @@ def _lm_model(keras, body, length, config):
         optimizer=keras.optimizers.AdamW(1e-4), loss=loss, jit_compile=True
     )
     return model
-
-
-def _LogSumExpCrossEntropy():
-    import keras
-    from keras import ops
-
-    class LogSumExpCrossEntropy(keras.losses.Loss):
-        """Sparse cross-entropy as logsumexp(logits) - logits[label]."""
-
-        def call(self, y_true, y_pred):
-            labels = ops.cast(y_true, "int32")[..., None]
-            picked = ops.take_along_axis(y_pred, labels, axis=-1)[..., 0]
-            return ops.logsumexp(y_pred, axis=-1) - picked
-
-    return LogSumExpCrossEntropy()
 
 
 def _train(keras, model, batch, config, steps_seconds):
@@ -239,6 +211,8 @@ def _run_kind(kind, config):
         "backbone_train": config["train_segments"],
         "full_infer": config["full_segments"],
         "full_train": config["full_segments"],
+        # The bare backbone on one segment of `batch_size` rows: what the
+        # RMT runs once per segment, without memory.
         "segment_infer": [1],
         "segment_train": [1],
     }[kind]
@@ -397,10 +371,6 @@ def _parse():
     parser.add_argument("--flash", action="store_true")
     parser.add_argument("--remat", action="store_true")
     parser.add_argument("--no-lm-head", action="store_true")
-    parser.add_argument("--loss", default="keras", choices=("keras", "lse"))
-    parser.add_argument(
-        "--remat-policy", default="none", choices=("none", "dots")
-    )
     parser.add_argument(
         "--triton-gemm",
         action="store_true",
@@ -434,8 +404,6 @@ def main():
         flash=args.flash,
         remat=args.remat,
         no_lm_head=args.no_lm_head,
-        loss=args.loss,
-        remat_policy=args.remat_policy,
         segment_loop=args.segment_loop,
         seconds=args.seconds or (0.5 if args.quick else 2.0),
         data_parallel=args.data_parallel,

@@ -94,6 +94,7 @@ def train_with_curriculum(kind, config, args, generate):
         else config.get("baseline_time_budget", config["time_budget"]),
         callbacks=[curriculum],
         verbose=args.verbose,
+        cosine_by_time=config.get("cosine_by_time", False),
     )
     run["segments_by_epoch"] = curriculum.history
     return model, run
