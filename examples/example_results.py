@@ -18,7 +18,7 @@ def environment():
     if keras.backend.backend() == "jax":
         import jax
 
-        devices = [str(device) for device in jax.devices()]
+        devices = [f"{d} ({d.device_kind})" for d in jax.devices()]
     return {
         "backend": keras.backend.backend(),
         "keras": keras.__version__,

@@ -32,28 +32,6 @@ class StopAt(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-class CosineByTime(keras.callbacks.Callback):
-    """Lowers the learning rate along a cosine as a time budget runs out.
-
-    Training stopped by a wall-clock budget has no known number of steps,
-    so the schedule follows the time used: `lr = base * (1 + cos(pi *
-    used / seconds)) / 2`, set at the start of every epoch.
-    """
-
-    def __init__(self, seconds):
-        super().__init__()
-        self.seconds = seconds
-
-    def on_train_begin(self, logs=None):
-        self.start = time.time()
-        self.base = float(self.model.optimizer.learning_rate)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        used = min(1.0, (time.time() - self.start) / self.seconds)
-        rate = self.base * (1 + np.cos(np.pi * used)) / 2
-        self.model.optimizer.learning_rate.assign(rate)
-
-
 def train(
     model,
     data,
@@ -63,23 +41,15 @@ def train(
     seconds=None,
     callbacks=(),
     verbose=1,
-    cosine_by_time=False,
 ):
-    """Fits with Keras' progress bars; returns the history and timings.
-
-    With `cosine_by_time`, the learning rate follows a cosine down to 0 over
-    the time budget `seconds` (`CosineByTime`).
-    """
+    """Fits with Keras' progress bars; returns the history and timings."""
     stop = StopAt("val_accuracy", target, seconds)
-    callbacks = [stop, *callbacks]
-    if cosine_by_time and seconds:
-        callbacks.append(CosineByTime(seconds))
     start = time.time()
     history = model.fit(
         data,
         validation_data=validation,
         epochs=epochs,
-        callbacks=callbacks,
+        callbacks=[stop, *callbacks],
         verbose=verbose,
     )
     return {

@@ -45,10 +45,17 @@ FULL = {
 
 
 def train_with_curriculum(kind, config, args, generate):
+    def make_batch(size, count, rng):
+        # With `vary_num_facts`, a batch holds 1 to `num_facts` facts: fewer
+        # facts leave more segments of noise after the last one, which the
+        # memory must hold across.
+        facts = config["num_facts"]
+        if config.get("vary_num_facts"):
+            facts = int(rng.integers(1, facts + 1))
+        return generate(size, count, int(rng.integers(2**31)), facts)
+
     data = keras_rmt.datasets.SegmentedDataset(
-        lambda size, count, rng: generate(
-            size, count, int(rng.integers(2**31))
-        ),
+        make_batch,
         batch_size=config["batch_size"],
         num_batches=config["steps_per_epoch"],
         segment_length=config["segment_length"],
@@ -94,7 +101,6 @@ def train_with_curriculum(kind, config, args, generate):
         else config.get("baseline_time_budget", config["time_budget"]),
         callbacks=[curriculum],
         verbose=args.verbose,
-        cosine_by_time=config.get("cosine_by_time", False),
     )
     run["segments_by_epoch"] = curriculum.history
     return model, run
@@ -118,12 +124,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     config = example_utils.setting(args, QUICK, FULL)
 
-    def generate(num_samples, num_segments, seed):
+    def generate(num_samples, num_segments, seed, num_facts=None):
         return keras_rmt.datasets.facts_in_noise(
             num_samples,
             num_segments,
             segment_length=config["segment_length"],
-            num_facts=config["num_facts"],
+            num_facts=num_facts or config["num_facts"],
             num_people=config["num_people"],
             num_places=config["num_places"],
             seed=seed,
