@@ -32,3 +32,18 @@ if [[ $part == call2 ]]; then
   timeout 60 python benchmarks/run.py --gpu --log "$out/rows.jsonl" --kinds full_train \
     --full-segments 8 --dropout 0 --seconds 1.5 --out /dev/null
 fi
+if [[ $part == loops ]]; then
+  # Issue 6, targets 4 and 5 (results/h100_loops.jsonl): scan against
+  # unrolled training, and the bare backbone one segment at a time.
+  one() { timeout 120 python benchmarks/run.py --gpu --log "$out/rows.jsonl" \
+    --dropout 0 --seconds 1.5 --out /dev/null "$@"; }
+  one --kinds rmt_train --train-segments 8 --segment-loop unrolled
+  one --kinds rmt_train --train-segments 8 --segment-loop unrolled --flash
+  one --kinds rmt_train --train-segments 8
+  one --kinds rmt_train --train-segments 8 --remat
+  one --kinds backbone_train --train-segments 8
+  one --kinds backbone_train --train-segments 8 --flash
+  one --kinds segment_train
+  one --kinds segment_infer,rmt_infer --infer-segments 8,64
+  one --kinds backbone_infer --infer-segments 8,64
+fi
