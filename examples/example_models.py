@@ -28,12 +28,15 @@ def build_model(
     learning_rate=1e-3,
     max_length=None,
     memory_attention="bidirectional",
+    weight_stddev=None,
     seed=0,
 ):
     """A compiled model giving next-token logits at every position.
 
     `kind` is one of `MODEL_KINDS`; "full attention" needs `max_length`,
-    the longest input, and ignores the segment settings.
+    the longest input, and ignores the segment settings. `weight_stddev`,
+    if given, redraws the backbone's kernels and embeddings from a normal
+    distribution of that standard deviation (see `redraw_weights`).
     """
     if kind not in MODEL_KINDS:
         raise ValueError(f"`kind` must be one of {MODEL_KINDS}. Got {kind!r}")
@@ -52,6 +55,8 @@ def build_model(
         dropout=0.0,
         max_sequence_length=positions,
     )
+    if weight_stddev is not None:
+        redraw_weights(backbone, weight_stddev, seed)
     inputs = {
         "token_ids": keras.Input((None,), dtype="int32", name="token_ids"),
         "padding_mask": keras.Input(
@@ -81,6 +86,23 @@ def build_model(
         ],
     )
     return model
+
+
+def redraw_weights(backbone, stddev, seed=0):
+    """Draws the backbone's kernels and embeddings from `N(0, stddev)`.
+
+    keras-hub's GPT-2 draws them with GPT-2's 0.02, made for 768 wide
+    models. In a narrow one (64 or 128 wide), attention scores then start
+    near zero and their gradient, the product of two such small matrices,
+    too: a model learning a lookup (associative retrieval) stays for
+    thousands of steps at the plateau where it answers one of the row's
+    values at random. About `hidden_dim ** -0.5` gets past it in hundreds.
+    Biases and layer norms are kept.
+    """
+    rng = np.random.default_rng(seed)
+    for variable in backbone.weights:
+        if variable.name in ("kernel", "embeddings"):
+            variable.assign(rng.normal(0.0, stddev, variable.shape))
 
 
 def last_token_reader(model):

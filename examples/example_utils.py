@@ -115,6 +115,7 @@ def sweep(name, generate, vocabulary_size, segments, config, args, **report):
             num_heads=config["num_heads"],
             learning_rate=config["learning_rate"],
             max_length=length,
+            weight_stddev=config.get("weight_stddev"),
             seed=args.seed,
         )
         data, callbacks = example_training.curriculum_data(
