@@ -28,15 +28,16 @@ def build_model(
     learning_rate=1e-3,
     max_length=None,
     memory_attention="bidirectional",
-    weight_stddev=None,
+    kernel_stddev=None,
+    embedding_stddev=None,
     seed=0,
 ):
     """A compiled model giving next-token logits at every position.
 
     `kind` is one of `MODEL_KINDS`; "full attention" needs `max_length`,
-    the longest input, and ignores the segment settings. `weight_stddev`,
-    if given, redraws the backbone's kernels and embeddings from a normal
-    distribution of that standard deviation (see `redraw_weights`).
+    the longest input, and ignores the segment settings. `kernel_stddev`
+    and `embedding_stddev`, where given, redraw the backbone's kernels and
+    embeddings at that scale (`redraw_weights`); None keeps keras-hub's.
     """
     if kind not in MODEL_KINDS:
         raise ValueError(f"`kind` must be one of {MODEL_KINDS}. Got {kind!r}")
@@ -55,8 +56,7 @@ def build_model(
         dropout=0.0,
         max_sequence_length=positions,
     )
-    if weight_stddev is not None:
-        redraw_weights(backbone, weight_stddev, seed)
+    redraw_weights(backbone, kernel_stddev, embedding_stddev, seed)
     inputs = {
         "token_ids": keras.Input((None,), dtype="int32", name="token_ids"),
         "padding_mask": keras.Input(
@@ -88,20 +88,25 @@ def build_model(
     return model
 
 
-def redraw_weights(backbone, stddev, seed=0):
-    """Draws the backbone's kernels and embeddings from `N(0, stddev)`.
+def redraw_weights(backbone, kernel_stddev, embedding_stddev, seed=0):
+    """Redraws the backbone's kernels and embeddings from normal laws.
 
-    keras-hub's GPT-2 draws them with GPT-2's 0.02, made for 768 wide
-    models. In a narrow one (64 or 128 wide), attention scores then start
-    near zero and their gradient, the product of two such small matrices,
-    too: a model learning a lookup (associative retrieval) stays for
-    thousands of steps at the plateau where it answers one of the row's
-    values at random. About `hidden_dim ** -0.5` gets past it in hundreds.
-    Biases and layer norms are kept.
+    keras-hub's GPT-2 draws both with GPT-2's 0.02 (embeddings 0.01), made
+    for 768 wide models. In a 64 or 128 wide one, attention scores then
+    start near zero, and so does their gradient, the product of two such
+    small matrices: a model that must learn a lookup (associative
+    retrieval) stays for thousands of steps where it answers one of the
+    row's values at random. Kernels at about `hidden_dim ** -0.5` get past
+    that in hundreds. The memory an RMT carries is the backbone's final
+    layer-norm output, about 1 per dimension; embeddings at 1 put the
+    tokens of a segment at the same scale. A None standard deviation keeps
+    keras-hub's; biases and layer norms are always kept.
     """
     rng = np.random.default_rng(seed)
+    stddevs = {"kernel": kernel_stddev, "embeddings": embedding_stddev}
     for variable in backbone.weights:
-        if variable.name in ("kernel", "embeddings"):
+        stddev = stddevs.get(variable.name)
+        if stddev is not None:
             variable.assign(rng.normal(0.0, stddev, variable.shape))
 
 
