@@ -29,6 +29,8 @@ def build_model(
     max_length=None,
     memory_attention="bidirectional",
     segment_loop="auto",
+    kernel_stddev=None,
+    embedding_stddev=None,
     seed=0,
 ):
     """A compiled model giving next-token logits at every position.
@@ -38,6 +40,9 @@ def build_model(
     goes to `RecurrentSegments`: on a GPU, `"unrolled"` trained these small
     models 1.6x faster a step than the scan (6.4 against 10.2 ms on an H100,
     copy 24/48 over 6 segments), for a longer first compile.
+    `kernel_stddev` and `embedding_stddev`, where given, redraw the
+    backbone's kernels and embeddings at that scale (`redraw_weights`); None
+    keeps keras-hub's.
     """
     if kind not in MODEL_KINDS:
         raise ValueError(f"`kind` must be one of {MODEL_KINDS}. Got {kind!r}")
@@ -56,6 +61,7 @@ def build_model(
         dropout=0.0,
         max_sequence_length=positions,
     )
+    redraw_weights(backbone, kernel_stddev, embedding_stddev, seed)
     inputs = {
         "token_ids": keras.Input((None,), dtype="int32", name="token_ids"),
         "padding_mask": keras.Input(
@@ -86,6 +92,28 @@ def build_model(
         ],
     )
     return model
+
+
+def redraw_weights(backbone, kernel_stddev, embedding_stddev, seed=0):
+    """Redraws the backbone's kernels and embeddings from normal laws.
+
+    keras-hub's GPT-2 draws both with GPT-2's 0.02 (embeddings 0.01), made
+    for 768 wide models. In a 64 or 128 wide one, attention scores then
+    start near zero, and so does their gradient, the product of two such
+    small matrices: a model that must learn a lookup (associative
+    retrieval) stays for thousands of steps where it answers one of the
+    row's values at random. Kernels at about `hidden_dim ** -0.5` get past
+    that in hundreds. The memory an RMT carries is the backbone's final
+    layer-norm output, about 1 per dimension; embeddings at 1 put the
+    tokens of a segment at the same scale. A None standard deviation keeps
+    keras-hub's; biases and layer norms are always kept.
+    """
+    rng = np.random.default_rng(seed)
+    stddevs = {"kernel": kernel_stddev, "embeddings": embedding_stddev}
+    for variable in backbone.weights:
+        stddev = stddevs.get(variable.name)
+        if stddev is not None:
+            variable.assign(rng.normal(0.0, stddev, variable.shape))
 
 
 def last_token_reader(model):

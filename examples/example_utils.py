@@ -89,9 +89,12 @@ def sweep(name, generate, vocabulary_size, segments, config, args, **report):
     (`ceil(length / count)` tokens each), and the RMT and the memory-less
     model train with the paper's curriculum (`curriculum_data`): 1 segment's
     share of the task first, one more whenever training accuracy reaches
-    `config["grow_at"]` or stops improving. Full attention trains once, on
-    the whole task. `config` holds the model and training sizes; `report`
-    (`title`, `chance`, `paper`) goes into the JSON and plot.
+    `config["grow_at"]` or stops improving; with `config["curriculum"]`
+    False they train on the whole task from the start. Full attention
+    trains once, on the whole task. `config` holds the model and training
+    sizes (and optionally `memory_attention`, `kernel_stddev`,
+    `embedding_stddev` of `build_model`); `report` (`title`, `chance`,
+    `paper`) goes into the JSON and plot.
     """
     test = generate(config["test_samples"], args.seed + 1)
     validation = generate(config.get("validation_samples", 256), args.seed + 2)
@@ -115,13 +118,16 @@ def sweep(name, generate, vocabulary_size, segments, config, args, **report):
             num_heads=config["num_heads"],
             learning_rate=config["learning_rate"],
             max_length=length,
+            memory_attention=config.get("memory_attention", "bidirectional"),
+            kernel_stddev=config.get("kernel_stddev"),
+            embedding_stddev=config.get("embedding_stddev"),
             segment_loop=config.get("segment_loop", "auto"),
             seed=args.seed,
         )
+        whole = kind == "full attention" or not config.get("curriculum", True)
         data, callbacks = example_training.curriculum_data(
-            generate, 1 if kind == "full attention" else count, length,
-            config, args.seed,
-        )  # fmt: skip
+            generate, 1 if whole else count, length, config, args.seed
+        )
         run = example_training.train(
             model,
             data,

@@ -34,6 +34,7 @@ QUICK = {
     "num_memory_tokens": 4, "hidden_dim": 64, "num_layers": 2,
     "num_heads": 4, "batch_size": 32, "epochs": 1000, "steps_per_epoch": 50,
     "learning_rate": 2e-3, "time_budget": 300, "test_samples": 256,
+    "vary_num_facts": True,
 }  # fmt: skip
 FULL = {
     "segment_length": 32, "num_facts": 4, "num_people": 1, "num_places": 6,
@@ -41,6 +42,7 @@ FULL = {
     "num_heads": 4, "batch_size": 128, "epochs": 1000, "steps_per_epoch": 100,
     "learning_rate": 1e-3, "time_budget": 420, "test_samples": 1000,
     "baseline_time_budget": 45, "segment_loop": "unrolled",
+    "vary_num_facts": True,
 }  # fmt: skip
 
 
