@@ -6,7 +6,9 @@ question at the end ("where is mary ?"); the answer is where that person
 went last. The RMT trains with `keras_rmt.callbacks.SegmentCurriculum`: one
 segment, then two, up to `--train-segments` (4), growing when training
 accuracy reaches `--grow-at` or stops improving, every batch shortened to a
-random number of segments up to the current one (`vary_n_segments`). It is
+random number of segments up to the current one (`vary_n_segments`) and
+holding 1 to `num_facts` facts, so that some rows have long stretches of
+noise after their last fact, as long inputs do. It is
 then evaluated on rows far longer than any it saw, up to 32 segments (8x),
 reading one segment per call. The same model without carried memory ("no
 memory") is the baseline; full attention is left out, as its position
