@@ -48,18 +48,26 @@ FULL = {
 }  # fmt: skip
 
 
-def train_with_curriculum(kind, config, args, generate):
+def batch_maker(config, generate):
+    """`make_batch(size, num_segments, rng)` for `SegmentedDataset`.
+
+    With `config["vary_num_facts"]`, each batch holds 1 to `num_facts`
+    facts: fewer facts leave more segments of noise after the last one,
+    which the memory must hold across, as in long inputs.
+    """
+
     def make_batch(size, count, rng):
-        # With `vary_num_facts`, a batch holds 1 to `num_facts` facts: fewer
-        # facts leave more segments of noise after the last one, which the
-        # memory must hold across.
         facts = config["num_facts"]
         if config.get("vary_num_facts"):
             facts = int(rng.integers(1, facts + 1))
         return generate(size, count, int(rng.integers(2**31)), facts)
 
+    return make_batch
+
+
+def train_with_curriculum(kind, config, args, generate):
     data = keras_rmt.datasets.SegmentedDataset(
-        make_batch,
+        batch_maker(config, generate),
         batch_size=config["batch_size"],
         num_batches=config["steps_per_epoch"],
         segment_length=config["segment_length"],

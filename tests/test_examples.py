@@ -91,6 +91,69 @@ def test_curriculum_data_grows_the_task_share_inside_one_shape():
     assert data[0][0]["padding_mask"].sum() == 4 * 18
 
 
+def test_build_model_redraws_the_backbone_weights_at_the_scale_given():
+    import example_models
+    import keras_hub
+    import numpy as np
+
+    def backbone_weights(**scales):
+        model = example_models.build_model(
+            "full attention", 40, 8, 2, hidden_dim=32, num_layers=2,
+            max_length=16, **scales,
+        )  # fmt: skip
+        (backbone,) = [
+            layer
+            for layer in model.layers
+            if isinstance(layer, keras_hub.models.Backbone)
+        ]
+        found = {}
+        for weight in backbone.weights:
+            found.setdefault(weight.name, []).append(np.asarray(weight))
+        return {
+            k: np.concatenate([v.ravel() for v in vs])
+            for k, vs in found.items()
+        }
+
+    redrawn = backbone_weights(kernel_stddev=0.5, embedding_stddev=1.0)
+    kept = backbone_weights()
+    np.testing.assert_allclose(redrawn["kernel"].std(), 0.5, rtol=0.05)
+    np.testing.assert_allclose(redrawn["embeddings"].std(), 1.0, rtol=0.05)
+    assert kept["kernel"].std() < 0.05  # keras-hub's GPT-2: 0.02
+    # Biases and layer norms keep their initial values.
+    np.testing.assert_array_equal(redrawn["bias"], kept["bias"])
+    np.testing.assert_array_equal(redrawn["gamma"], kept["gamma"])
+
+
+def test_facts_batches_hold_one_to_num_facts_facts_when_varied():
+    import facts_in_noise
+    import numpy as np
+
+    import keras_rmt
+
+    went = keras_rmt.datasets.facts_in_noise.VOCABULARY.index("went")
+
+    def generate(num_samples, num_segments, seed, num_facts=None):
+        return keras_rmt.datasets.facts_in_noise(
+            num_samples, num_segments, segment_length=24,
+            num_facts=num_facts or 3, num_people=1, seed=seed,
+        )  # fmt: skip
+
+    def facts_per_batch(vary):
+        config = {"num_facts": 3, "vary_num_facts": vary}
+        make_batch = facts_in_noise.batch_maker(config, generate)
+        rng = np.random.default_rng(0)
+        counts = []
+        for _ in range(30):
+            inputs, _, _ = make_batch(4, 2, rng)
+            per_row = (inputs["token_ids"] == went).sum(axis=1)
+            assert len(set(per_row)) == 1  # one count a batch
+            counts.append(int(per_row[0]))
+        return set(counts)
+
+    assert facts_per_batch(vary=True) == {1, 2, 3}
+    assert facts_per_batch(vary=False) == {3}
+
+
 def test_associative_retrieval_writes_accuracy_and_plot(tmp_path):
     import associative_retrieval
 
