@@ -94,6 +94,34 @@ def build_model(
     return model
 
 
+def build_from_config(
+    kind, vocabulary_size, segment_length, config, max_length=None, seed=0
+):
+    """`build_model` with the sizes and options of an example's config.
+
+    Reads `num_memory_tokens`, `hidden_dim`, `num_layers`, `num_heads` and
+    `learning_rate`, and where present `memory_attention`, `segment_loop`,
+    `kernel_stddev` and `embedding_stddev` (otherwise `build_model`'s
+    defaults).
+    """
+    options = (
+        "memory_attention", "segment_loop", "kernel_stddev", "embedding_stddev"
+    )  # fmt: skip
+    return build_model(
+        kind,
+        vocabulary_size,
+        segment_length,
+        config["num_memory_tokens"],
+        hidden_dim=config["hidden_dim"],
+        num_layers=config["num_layers"],
+        num_heads=config["num_heads"],
+        learning_rate=config["learning_rate"],
+        max_length=max_length,
+        seed=seed,
+        **{name: config[name] for name in options if name in config},
+    )
+
+
 def redraw_weights(backbone, kernel_stddev, embedding_stddev, seed=0):
     """Redraws the backbone's kernels and embeddings from normal laws.
 

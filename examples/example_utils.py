@@ -108,22 +108,10 @@ def sweep(name, generate, vocabulary_size, segments, config, args, **report):
         backend = keras.backend.backend()
         print(f"== {name}: {kind}, {count} segment(s) ({backend}) ==")
         segment_length = math.ceil(length / count)
-        model = example_models.build_model(
-            kind,
-            vocabulary_size,
-            segment_length,
-            config["num_memory_tokens"],
-            hidden_dim=config["hidden_dim"],
-            num_layers=config["num_layers"],
-            num_heads=config["num_heads"],
-            learning_rate=config["learning_rate"],
-            max_length=length,
-            memory_attention=config.get("memory_attention", "bidirectional"),
-            kernel_stddev=config.get("kernel_stddev"),
-            embedding_stddev=config.get("embedding_stddev"),
-            segment_loop=config.get("segment_loop", "auto"),
-            seed=args.seed,
-        )
+        model = example_models.build_from_config(
+            kind, vocabulary_size, segment_length, config,
+            max_length=length, seed=args.seed,
+        )  # fmt: skip
         whole = kind == "full attention" or not config.get("curriculum", True)
         data, callbacks = example_training.curriculum_data(
             generate, 1 if whole else count, length, config, args.seed

@@ -85,16 +85,11 @@ def train_with_curriculum(kind, config, args, generate):
         patience=3,
         verbose=1,
     )
-    model = example_models.build_model(
+    model = example_models.build_from_config(
         kind,
         len(keras_rmt.datasets.facts_in_noise.VOCABULARY),
         config["segment_length"],
-        config["num_memory_tokens"],
-        hidden_dim=config["hidden_dim"],
-        num_layers=config["num_layers"],
-        num_heads=config["num_heads"],
-        learning_rate=config["learning_rate"],
-        segment_loop=config.get("segment_loop", "auto"),
+        config,
         seed=args.seed,
     )
     validation = generate(

@@ -75,17 +75,12 @@ def main(argv=None):
     start, results = time.time(), {}
     for kind in example_models.MODEL_KINDS:
         print(f"== language modelling: {kind} ({keras.backend.backend()}) ==")
-        model = example_models.build_model(
+        model = example_models.build_from_config(
             kind,
             keras_rmt.datasets.bbc_news.VOCABULARY_SIZE,
             L,
-            config["num_memory_tokens"],
-            hidden_dim=config["hidden_dim"],
-            num_layers=config["num_layers"],
-            num_heads=config["num_heads"],
-            learning_rate=config["learning_rate"],
+            config,
             max_length=L * count,
-            segment_loop=config.get("segment_loop", "auto"),
             seed=args.seed,
         )
         stop = example_training.StopAt("loss", seconds=config["time_budget"])
