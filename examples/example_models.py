@@ -31,6 +31,7 @@ def build_model(
     segment_loop="auto",
     kernel_stddev=None,
     embedding_stddev=None,
+    dropout=0.0,
     seed=0,
 ):
     """A compiled model giving next-token logits at every position.
@@ -42,7 +43,7 @@ def build_model(
     copy 24/48 over 6 segments), for a longer first compile.
     `kernel_stddev` and `embedding_stddev`, where given, redraw the
     backbone's kernels and embeddings at that scale (`redraw_weights`); None
-    keeps keras-hub's.
+    keeps keras-hub's. `dropout` is the backbone's (GPT-2 uses 0.1).
     """
     if kind not in MODEL_KINDS:
         raise ValueError(f"`kind` must be one of {MODEL_KINDS}. Got {kind!r}")
@@ -58,7 +59,7 @@ def build_model(
         num_heads=num_heads,
         hidden_dim=hidden_dim,
         intermediate_dim=4 * hidden_dim,
-        dropout=0.0,
+        dropout=dropout,
         max_sequence_length=positions,
     )
     redraw_weights(backbone, kernel_stddev, embedding_stddev, seed)
@@ -101,11 +102,12 @@ def build_from_config(
 
     Reads `num_memory_tokens`, `hidden_dim`, `num_layers`, `num_heads` and
     `learning_rate`, and where present `memory_attention`, `segment_loop`,
-    `kernel_stddev` and `embedding_stddev` (otherwise `build_model`'s
-    defaults).
+    `kernel_stddev`, `embedding_stddev` and `dropout` (otherwise
+    `build_model`'s defaults).
     """
     options = (
-        "memory_attention", "segment_loop", "kernel_stddev", "embedding_stddev"
+        "memory_attention", "segment_loop", "kernel_stddev",
+        "embedding_stddev", "dropout",
     )  # fmt: skip
     return build_model(
         kind,

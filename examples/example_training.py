@@ -32,6 +32,31 @@ class StopAt(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class KeepBest(keras.callbacks.Callback):
+    """Restores, when training ends, the weights of the best epoch.
+
+    Best means the lowest `monitor` (a validation loss), read at the end of
+    every epoch; ties keep the earlier epoch.
+    """
+
+    def __init__(self, monitor="val_loss"):
+        super().__init__()
+        self.monitor = monitor
+        self.best = None
+        self.best_epoch = None
+        self._weights = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and (self.best is None or value < self.best):
+            self.best, self.best_epoch = float(value), epoch
+            self._weights = self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        if self._weights is not None:
+            self.model.set_weights(self._weights)
+
+
 def train(
     model,
     data,
