@@ -43,9 +43,9 @@ QUICK = {
 FULL = {
     "segment_length": 128, "num_segments": 8, "num_memory_tokens": 10,
     "hidden_dim": 256, "num_layers": 4, "num_heads": 8, "batch_size": 32,
-    "epochs": 5, "steps_per_epoch": 400, "learning_rate": 1e-3,
+    "epochs": 20, "steps_per_epoch": 400, "learning_rate": 1e-3,
     "train_bytes": None, "stride": 128, "validation_bytes": None,
-    "time_budget": None, "segment_loop": "unrolled", "dropout": 0.1,
+    "time_budget": 140, "segment_loop": "unrolled", "dropout": 0.1,
 }  # fmt: skip
 
 
