@@ -164,17 +164,40 @@ def test_associative_retrieval_writes_accuracy_and_plot(tmp_path):
     assert written["runs"]["RMT"][0]["segment_length"] == 2
 
 
-def test_facts_in_noise_evaluates_beyond_training_length(tmp_path):
+def test_facts_in_noise_reads_past_training_length(tmp_path, monkeypatch):
     import facts_in_noise
 
+    monkeypatch.setitem(facts_in_noise.QUICK, "select_segments", 3)
     _smoke(
-        facts_in_noise, tmp_path,
+        facts_in_noise, tmp_path, "--epochs", "2",
         "--train-segments", "2", "--eval-segments", "1", "4",
     )  # fmt: skip
     written = _written(tmp_path, "facts_in_noise")
     assert set(written["test_accuracy"]) == {"RMT", "no memory"}
     assert set(written["test_accuracy"]["RMT"]) == {"1", "4"}
-    assert written["runs"]["RMT"]["segments_by_epoch"] == [1]
+    run = written["runs"]["RMT"]
+    assert run["segments_by_epoch"] == [1, 1]  # 2 epochs, no growth yet
+    losses = run["history"]["val_loss"]
+    assert losses[run["kept_epoch"] - 1] == min(losses)
+
+
+def test_keep_best_restores_the_lowest_loss_epoch_and_the_first_of_ties():
+    import example_training
+    import keras
+    import numpy as np
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    keep = example_training.KeepBest("val_loss")
+    keep.set_model(model)
+    seen = []
+    for epoch, loss in enumerate([3.0, 1.0, 2.0, 1.0]):
+        model.set_weights([w + 1.0 for w in model.get_weights()])
+        seen.append(model.get_weights())
+        keep.on_epoch_end(epoch, {"val_loss": loss})
+    keep.on_train_end()
+    assert keep.best_epoch == 1
+    for kept, wanted in zip(model.get_weights(), seen[1]):
+        np.testing.assert_array_equal(kept, wanted)
 
 
 def test_language_modelling_writes_perplexity_by_segment(tmp_path):
