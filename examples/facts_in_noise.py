@@ -38,12 +38,16 @@ import keras
 
 import keras_rmt
 
+# Quick mode redraws the backbone's weights at the model's scale and
+# carries 2 memory tokens: seeds 0 and 1 then read 32 segments at 1.000 on
+# a CPU, where keras-hub's initialisation and 4 tokens gave 0.832 and 0.816.
 QUICK = {
     "segment_length": 24, "num_facts": 3, "num_people": 1, "num_places": 6,
-    "num_memory_tokens": 4, "hidden_dim": 64, "num_layers": 2,
+    "num_memory_tokens": 2, "hidden_dim": 64, "num_layers": 2,
     "num_heads": 4, "batch_size": 32, "epochs": 1000, "steps_per_epoch": 50,
     "learning_rate": 2e-3, "time_budget": 300, "test_samples": 256,
-    "vary_num_facts": True,
+    "vary_num_facts": True, "kernel_stddev": 64**-0.5,
+    "embedding_stddev": 1.0,
 }  # fmt: skip
 FULL = {
     "segment_length": 32, "num_facts": 4, "num_people": 1, "num_places": 6,
