@@ -32,29 +32,16 @@ class StopAt(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-class KeepBest(keras.callbacks.Callback):
-    """Restores, when training ends, the weights of the best epoch.
+def keep_best(epochs, monitor="val_loss"):
+    """Keras' `EarlyStopping` set never to stop, only to keep the best.
 
-    Best means the lowest `monitor` (a validation loss), read at the end of
-    every epoch; ties keep the earlier epoch.
+    When training ends it restores the weights of the epoch with the
+    lowest `monitor` (ties keep the earlier epoch); `best_epoch` names it.
+    `epochs` is the most that training can run, so patience never ends it.
     """
-
-    def __init__(self, monitor="val_loss"):
-        super().__init__()
-        self.monitor = monitor
-        self.best = None
-        self.best_epoch = None
-        self._weights = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is not None and (self.best is None or value < self.best):
-            self.best, self.best_epoch = float(value), epoch
-            self._weights = self.model.get_weights()
-
-    def on_train_end(self, logs=None):
-        if self._weights is not None:
-            self.model.set_weights(self._weights)
+    return keras.callbacks.EarlyStopping(
+        monitor=monitor, mode="min", patience=epochs, restore_best_weights=True
+    )
 
 
 def train(

@@ -92,9 +92,8 @@ def sweep(name, generate, vocabulary_size, segments, config, args, **report):
     `config["grow_at"]` or stops improving; with `config["curriculum"]`
     False they train on the whole task from the start. Full attention
     trains once, on the whole task. `config` holds the model and training
-    sizes (and optionally `memory_attention`, `kernel_stddev`,
-    `embedding_stddev` of `build_model`); `report` (`title`, `chance`,
-    `paper`) goes into the JSON and plot.
+    sizes and the options `example_models.build_from_config` reads;
+    `report` (`title`, `chance`, `paper`) goes into the JSON and plot.
     """
     test = generate(config["test_samples"], args.seed + 1)
     validation = generate(config.get("validation_samples", 256), args.seed + 2)

@@ -112,9 +112,7 @@ def train_with_curriculum(kind, config, args, generate):
         select or args.train_segments,
         args.seed + 1,
     )
-    callbacks = [curriculum]
-    if select:
-        callbacks.append(example_training.KeepBest("val_loss"))
+    keep = example_training.keep_best(config["epochs"]) if select else None
     run = example_training.train(
         model,
         data,
@@ -124,12 +122,12 @@ def train_with_curriculum(kind, config, args, generate):
         seconds=config["time_budget"]
         if kind == "RMT"
         else config.get("baseline_time_budget", config["time_budget"]),
-        callbacks=callbacks,
+        callbacks=[curriculum, keep] if keep else [curriculum],
         verbose=args.verbose,
     )
     run["segments_by_epoch"] = curriculum.history
-    if select:
-        run["kept_epoch"] = callbacks[1].best_epoch + 1
+    if keep:
+        run["kept_epoch"] = keep.best_epoch + 1
     return model, run
 
 

@@ -187,8 +187,9 @@ def test_keep_best_restores_the_lowest_loss_epoch_and_the_first_of_ties():
     import numpy as np
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    keep = example_training.KeepBest("val_loss")
+    keep = example_training.keep_best(epochs=4)
     keep.set_model(model)
+    keep.on_train_begin()
     seen = []
     for epoch, loss in enumerate([3.0, 1.0, 2.0, 1.0]):
         model.set_weights([w + 1.0 for w in model.get_weights()])
