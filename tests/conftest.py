@@ -50,6 +50,14 @@ BACKBONES = {
     "distilbert": lambda: keras_hub.models.DistilBertBackbone(
         **_learned_positions()
     ),
+    "mixtral": lambda: keras_hub.models.MixtralBackbone(
+        **_rotary(num_experts=4, top_k=2, router_aux_loss_coef=10.0)
+    ),
+    "albert": lambda: keras_hub.models.AlbertBackbone(
+        **_learned_positions(), embedding_dim=8
+    ),
+    "qwen3": lambda: keras_hub.models.Qwen3Backbone(**_rotary(head_dim=8)),
+    "phi3": lambda: keras_hub.models.Phi3Backbone(**_rotary()),
 }
 DECODERS = ("gpt2", "opt", "llama", "mistral", "gemma")
 ENCODERS = ("bert", "roberta", "distilbert")

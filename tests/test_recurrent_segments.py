@@ -2,7 +2,6 @@ import keras
 import numpy as np
 import pytest
 from conftest import (
-    BACKBONES,
     DECODERS,
     ENCODERS,
     HIDDEN_DIM,
@@ -34,7 +33,7 @@ def _backbone_outputs(backbone, ids):
     return keras.ops.convert_to_numpy(outputs)
 
 
-@pytest.mark.parametrize("family", sorted(BACKBONES))
+@pytest.mark.parametrize("family", DECODERS + ENCODERS)
 def test_one_segment_equals_backbone_on_joined_sequence(family):
     rmt = make_rmt(family, segment_length=6)
     _memory_from_token_rows(rmt, MEMORY_IDS)
@@ -115,8 +114,52 @@ def test_bptt_depth_stops_gradients_exactly(family, depth):
             assert np.abs(rows).max() > 0.0, f"segment {j}"
 
 
-@pytest.mark.parametrize("family", ["gpt2", "bert"])
 @pytest.mark.parametrize("alignment", ["left", "right"])
+def test_bptt_depth_counts_back_from_each_rows_last_segment(alignment):
+    segment_length, depth = 3, 1
+    rmt = make_rmt(
+        "gpt2",
+        segment_length=segment_length,
+        bptt_depth=depth,
+        alignment=alignment,
+    )
+    # A 3-segment row (8 tokens: right alignment pads its first segment)
+    # batched with a 5-segment row; each token id is used once.
+    short, long = (9, 15) if alignment == "left" else (8, 15)
+    ids = np.zeros((2, long), "int32")
+    ids[0, :short] = np.arange(3, 3 + short)
+    ids[1] = np.arange(20, 20 + long)
+    mask = (ids != 0).astype("int32")
+    batch = {"token_ids": ids, "padding_mask": mask}
+    alone = {k: v[:1, :short] for k, v in batch.items()}
+    rmt(batch)
+    table = rmt.backbone.token_embedding.embeddings
+
+    def table_gradient(inputs):
+        def loss():
+            output = rmt(inputs)["sequence_output"][0, short - 3 : short]
+            return keras.ops.sum(
+                output * keras.ops.arange(HIDDEN_DIM, dtype="float32")
+            )
+
+        return gradient(loss, table)
+
+    together, by_itself = table_gradient(batch), table_gradient(alone)
+    offset = (-short) % segment_length if alignment == "right" else 0
+    segments = (np.arange(short) + offset) // segment_length
+    for j in range(segments[-1] + 1):
+        rows = ids[0, :short][segments == j]
+        np.testing.assert_allclose(together[rows], by_itself[rows], atol=1e-6)
+        if segments[-1] - j > depth:
+            np.testing.assert_array_equal(together[rows], 0.0)
+        else:
+            assert np.abs(together[rows]).max() > 0.0, f"segment {j}"
+
+
+@pytest.mark.parametrize(
+    "family, alignment",
+    [("gpt2", "left"), ("gpt2", "right"), ("bert", "left")],
+)
 def test_short_row_in_long_batch_equals_row_alone(family, alignment):
     rmt = make_rmt(family, alignment=alignment)
     batch = random_batch(3, 13, lengths=[7, 13, 4])
@@ -343,8 +386,23 @@ def test_bad_call_inputs_name_the_input_and_value():
     )
 
 
-def test_encoder_families_are_detected_and_decoders_overridable():
+def test_encoder_families_are_detected_and_encoders_overridable():
     for family in ENCODERS:
         assert make_rmt(family).memory_layout == "encoder"
-    forced = make_rmt("gpt2", memory_layout="encoder")
-    assert forced.memory_layout == "encoder"
+    # A bidirectional backbone may take the decoder layout; a causal one
+    # cannot take the encoder layout (its memory would see one token).
+    forced = make_rmt("bert", memory_layout="decoder")
+    assert forced.memory_layout == "decoder"
+    _raises(
+        r"`memory_layout='encoder'` needs a bidirectional backbone.*"
+        r"Received: memory_layout='encoder', backbone=GPT2Backbone",
+        lambda: make_rmt("gpt2", memory_layout="encoder"),
+    )
+
+
+def test_encoder_layout_refuses_right_alignment():
+    _raises(
+        r"`alignment='right'` cannot be used with the encoder memory layout.*"
+        r"Received: alignment='right', memory_layout='encoder'",
+        lambda: make_rmt("bert", alignment="right"),
+    )

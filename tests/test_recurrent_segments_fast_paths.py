@@ -1,8 +1,9 @@
 """The fast paths of RecurrentSegments compute the plain path's numbers.
 
 `infer`/`stream` (one compiled segment step), `segment_loop="scan"` (one
-traced segment in a loop) and `remat` (recomputed activations) are each
-checked against the unrolled Python loop of `call`.
+traced segment in a loop), TensorFlow's scan for lengths unknown while
+tracing and `remat` (recomputed activations) are each checked against the
+unrolled Python loop of `call`, losses added inside the backbone included.
 """
 
 import keras
@@ -127,6 +128,20 @@ def test_stream_yields_each_segment_of_call():
     np.testing.assert_allclose(joined[:, :10], expected, **TOLERANCE)
 
 
+@pytest.mark.skipif(
+    BACKEND != "torch", reason="Only torch records an autograd graph eagerly"
+)
+def test_infer_and_stream_keep_no_autograd_graph():
+    rmt = make_rmt("gpt2")
+    batch = random_batch(2, 9)
+    # `call` records one, so the checks below could fail.
+    assert rmt(batch)["memory"].requires_grad is True
+    assert rmt.infer(batch)["memory"].requires_grad is False
+    last = rmt.infer(batch, keep="last_segment")
+    assert last["sequence_output"].requires_grad is False
+    assert [p["memory"].requires_grad for p in rmt.stream(batch)] == [False] * 3
+
+
 def test_infer_traces_one_segment_for_every_length(monkeypatch):
     rmt = make_rmt("gpt2")
     traced = []
@@ -176,25 +191,47 @@ def test_remat_gives_the_gradients_of_the_plain_loop(
     np.testing.assert_allclose(remat_grad, plain_grad, rtol=1e-5, atol=1e-3)
 
 
-def _fit_losses(rmt):
-    token_ids = keras.Input((8,), dtype="int32", name="token_ids")
-    padding_mask = keras.Input((8,), dtype="int32", name="padding_mask")
+def _fit_losses(rmt, length=8, epochs=2, run_eagerly=None):
+    token_ids = keras.Input((length,), dtype="int32", name="token_ids")
+    padding_mask = keras.Input((length,), dtype="int32", name="padding_mask")
     inputs = {"token_ids": token_ids, "padding_mask": padding_mask}
     logits = keras.layers.Dense(VOCABULARY_SIZE)(rmt(inputs)["sequence_output"])
     model = keras.Model(inputs, logits)
-    model.compile(
-        optimizer=keras.optimizers.SGD(0.1),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    if run_eagerly is None:
         # The case that matters is JAX's: a scan inside the jitted step.
         # Elsewhere the default loop is the unrolled one; tracing it would
         # only cost test time.
-        run_eagerly=BACKEND != "jax",
+        run_eagerly = BACKEND != "jax"
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        run_eagerly=run_eagerly,
+        # TensorFlow's scan (a length unknown while tracing) trains without
+        # XLA only.
+        jit_compile=BACKEND != "tensorflow",
     )
     batch = random_batch(2, 8, seed=1)
     history = model.fit(
-        batch, batch["token_ids"], batch_size=2, epochs=2, verbose=0
+        batch, batch["token_ids"], batch_size=2, epochs=epochs, verbose=0
     )
     return history.history["loss"]
+
+
+def _default_loop_losses(rmt_factory, **kwargs):
+    """Fit losses of the default loop, which differs from the unrolled one.
+
+    JAX scans by default; torch scans on request; TensorFlow scans in a
+    graph traced before the length is known.
+    """
+    if BACKEND == "tensorflow":
+        return _fit_losses(
+            rmt_factory(segment_loop="auto"),
+            length=None,
+            run_eagerly=False,
+            **kwargs,
+        )
+    loop = "scan" if BACKEND == "torch" else "auto"
+    return _fit_losses(rmt_factory(segment_loop=loop), **kwargs)
 
 
 def test_fit_with_dropout_on_the_default_loop_equals_unrolled():
@@ -203,11 +240,80 @@ def test_fit_with_dropout_on_the_default_loop_equals_unrolled():
     keras.utils.set_random_seed(0)
     expected = _fit_losses(_dropout_rmt(segment_loop="unrolled"))
     keras.utils.set_random_seed(0)
-    # "auto" scans on JAX and unrolls on TensorFlow; torch scans on request.
-    loop = "scan" if BACKEND == "torch" else "auto"
-    got = _fit_losses(_dropout_rmt(segment_loop=loop))
+    got = _default_loop_losses(_dropout_rmt)
     np.testing.assert_allclose(got, expected, rtol=1e-5)
     assert expected[1] < expected[0]
+
+
+# === Losses the backbone adds (MoE routers) ===
+
+
+def _moe_rmt(**kwargs):
+    # Tiny Mixtral, router_aux_loss_coef=10: its aux loss dominates.
+    return make_rmt("mixtral", **kwargs)
+
+
+def _total_loss(layer):
+    return float(sum(np.sum(numpy(loss)) for loss in layer.losses))
+
+
+@pytest.fixture(scope="module")
+def moe_batch():
+    return random_batch(2, 9, seed=1, lengths=[9, 5])
+
+
+@pytest.fixture(scope="module")
+def moe_unrolled_loss(moe_batch):
+    rmt = _moe_rmt(segment_loop="unrolled")
+    rmt(moe_batch, training=True)
+    return _total_loss(rmt)
+
+
+@pytest.mark.skipif(
+    BACKEND == "tensorflow",
+    reason="TensorFlow has no scan or remat for a known length; its graph "
+    "scan is checked by test_backbone_losses_survive_the_graph_scan",
+)
+@pytest.mark.parametrize(
+    "segment_loop, remat",
+    [("scan", False), ("unrolled", True), ("scan", True)],
+)
+def test_backbone_losses_survive_every_loop(
+    segment_loop, remat, moe_batch, moe_unrolled_loss
+):
+    assert moe_unrolled_loss > 10.0
+    rmt = _moe_rmt(segment_loop=segment_loop, remat=remat)
+    rmt(moe_batch, training=True)
+    np.testing.assert_allclose(_total_loss(rmt), moe_unrolled_loss, rtol=1e-5)
+
+
+@pytest.mark.skipif(
+    BACKEND != "tensorflow",
+    reason="Only TensorFlow traces graphs before the length is known",
+)
+def test_backbone_losses_survive_the_graph_scan(moe_batch, moe_unrolled_loss):
+    import tensorflow as tf
+
+    rmt = _moe_rmt()
+    spec = tf.TensorSpec((None, None), tf.int32)
+
+    @tf.function(input_signature=[{"token_ids": spec, "padding_mask": spec}])
+    def total_loss(inputs):
+        rmt(inputs, training=True)
+        return tf.add_n([tf.reduce_sum(loss) for loss in rmt.losses])
+
+    got = float(total_loss(moe_batch))
+    np.testing.assert_allclose(got, moe_unrolled_loss, rtol=1e-5)
+
+
+def test_fit_loss_holds_backbone_losses_on_the_default_loop():
+    keras.utils.set_random_seed(0)
+    expected = _fit_losses(_moe_rmt(segment_loop="unrolled"), epochs=1)
+    keras.utils.set_random_seed(0)
+    got = _default_loop_losses(_moe_rmt, epochs=1)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    # The router loss (coefficient 10) is most of the loss.
+    assert expected[0] > 10.0
 
 
 def test_new_arguments_are_checked_and_kept_in_config():

@@ -28,6 +28,14 @@ class BackboneBody:
     embeddings (`TokenAndPositionEmbedding`: OPT, RoBERTa, DistilBERT) are
     split after that layer, and positions are added here.
 
+    Families with factorized embeddings (ALBERT, ELECTRA with
+    `embedding_dim != hidden_dim`) embed tokens at a narrower width and
+    project them to the hidden width. The memory lives at the hidden width,
+    so they are split after that projection: `embed()` runs the whole
+    embedding part on a segment's tokens (positions counted within the
+    segment), and the memory joins the projected embeddings and takes no
+    position of the table.
+
     This object holds no weights of its own and is not tracked by Keras: the
     backbone stays the owner of every variable.
     """
@@ -70,16 +78,64 @@ class BackboneBody:
         if output is None or len(output.shape) != 3:
             _refuse(backbone, "It has no (batch, tokens, hidden) output.")
         self.sequence_output = output
+        self.embedding_part = None
+        if split_at.shape[-1] != output.shape[-1]:
+            split_at = self._split_after_projection(split_at, output)
         self.split_tensor = split_at
-        self.inputs = [backbone.input[name] for name in self.body_input_names]
-        try:
-            self.model = keras.Model(
-                [split_at, *self.inputs],
-                output,
-                name=f"{backbone.name}_body",
+        self.body_extra_names = list(self.extra_input_names)
+        self.model = None
+        if self.embedding_part is not None:
+            # The projected embeddings may already hold what the other
+            # inputs add (ALBERT's segment embedding).
+            self.model = self._try_model(
+                [split_at, backbone.input["padding_mask"]], output
             )
-        except Exception as error:  # Keras raises several types here.
-            _refuse(backbone, f"Its graph cannot be split there ({error}).")
+            if self.model is not None:
+                self.body_extra_names = []
+        if self.model is None:
+            inputs = [backbone.input[name] for name in self.body_input_names]
+            self.model = self._try_model([split_at, *inputs], output)
+        if self.model is None:
+            _refuse(backbone, "Its graph cannot be split there.")
+
+    def _try_model(self, inputs, outputs):
+        try:
+            return keras.Model(
+                inputs, outputs, name=f"{self.backbone.name}_body"
+            )
+        except Exception:  # Keras raises several types here.
+            return None
+
+    def _split_after_projection(self, embedded, output):
+        """The output of the layer projecting embeddings to the hidden width.
+
+        Sets `embedding_part`, the model from token ids (and segment ids)
+        to the projected embeddings.
+        """
+        backbone = self.backbone
+        narrow, wide = embedded.shape[-1], output.shape[-1]
+        projection = None
+        for layer in backbone.layers:
+            try:
+                shapes = (layer.input.shape, layer.output.shape)
+            except (AttributeError, ValueError):
+                continue
+            if shapes[0][-1] == narrow and shapes[1][-1] == wide:
+                projection = layer
+                break
+        if projection is None:
+            _refuse(
+                backbone,
+                f"Its token embeddings ({narrow} wide) are not projected to "
+                f"its hidden width ({wide}) by one layer.",
+            )
+        inputs = [backbone.input["token_ids"]] + [
+            backbone.input[name] for name in self.extra_input_names
+        ]
+        self.embedding_part = self._try_model(inputs, projection.output)
+        if self.embedding_part is None:
+            _refuse(backbone, "Its embeddings cannot be split from its body.")
+        return projection.output
 
     @property
     def body_input_names(self):
@@ -87,7 +143,18 @@ class BackboneBody:
 
     @property
     def hidden_dim(self):
-        return int(self.token_embedding.embeddings.shape[-1])
+        """The width of the body, of its outputs and of the memory."""
+        return int(self.sequence_output.shape[-1])
+
+    @property
+    def vocabulary_size(self):
+        size = getattr(self.token_embedding, "input_dim", None)
+        return int(size) if size is not None else None
+
+    @property
+    def memory_takes_positions(self):
+        """Whether memory vectors get positions of the position table."""
+        return self.embedding_part is None
 
     @property
     def max_sequence_length(self):
@@ -102,8 +169,12 @@ class BackboneBody:
     def compute_dtype(self):
         return self.token_embedding.compute_dtype
 
-    def embed(self, token_ids):
-        return self.token_embedding(token_ids)
+    def embed(self, token_ids, extras, training=None):
+        """Token ids (and `extras`) -> embeddings at the body's width."""
+        if self.embedding_part is None:
+            return self.token_embedding(token_ids)
+        inputs = [token_ids] + [extras[n] for n in self.extra_input_names]
+        return self.embedding_part(inputs, training=training)
 
     def embeddings_for_body(self, embeddings):
         if self.position_embedding is None:
@@ -116,7 +187,7 @@ class BackboneBody:
             ops.convert_to_tensor(padding_mask),
             *[
                 ops.convert_to_tensor(extras[name])
-                for name in self.extra_input_names
+                for name in self.body_extra_names
             ],
         ]
         return self.model(inputs, training=training)
@@ -129,7 +200,7 @@ class BackboneBody:
         changed[:, -1] = rng.normal(size=self.hidden_dim)
         mask = np.ones((1, 4), "int32")
         extras = {
-            name: np.zeros((1, 4), "int32") for name in self.extra_input_names
+            name: np.zeros((1, 4), "int32") for name in self.body_extra_names
         }
         first = self(embeddings, mask, extras, training=False)[:, 0]
         second = self(changed, mask, extras, training=False)[:, 0]

@@ -1,6 +1,8 @@
 import keras
 from keras import ops
 
+from keras_rmt.utils.checks import check_positive_integer
+
 
 @keras.saving.register_keras_serializable(package="keras_rmt")
 class MemoryTokens(keras.layers.Layer):
@@ -44,11 +46,7 @@ class MemoryTokens(keras.layers.Layer):
     """
 
     def __init__(self, num_tokens, initializer=None, **kwargs):
-        if not isinstance(num_tokens, int) or num_tokens < 1:
-            raise ValueError(
-                "`num_tokens` must be a positive integer. "
-                f"Received: num_tokens={num_tokens!r}"
-            )
+        num_tokens = check_positive_integer("num_tokens", num_tokens)
         super().__init__(**kwargs)
         self.num_tokens = num_tokens
         self.initializer = (

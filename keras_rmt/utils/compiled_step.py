@@ -15,7 +15,8 @@ def compile_for_inference(layer, function):
     them). On JAX it is jitted with the variables' current values passed as
     arguments, so later weight updates are seen without recompiling; on
     TensorFlow it becomes a `tf.function` compiled with XLA; on torch it runs
-    eagerly.
+    eagerly under `torch.no_grad()`, so that no autograd graph is kept from
+    one call to the next.
     """
     backend = keras.backend.backend()
     if backend == "jax":
@@ -33,4 +34,8 @@ def compile_for_inference(layer, function):
         import tensorflow as tf
 
         return tf.function(function, jit_compile=True, reduce_retracing=True)
+    if backend == "torch":
+        import torch
+
+        return torch.no_grad()(function)
     return function

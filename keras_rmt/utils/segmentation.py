@@ -49,3 +49,15 @@ def unalign(y, offsets, length):
         source[:, :, None], (ops.shape(y)[0], length, ops.shape(y)[2])
     )
     return ops.take_along_axis(y, source, axis=1)
+
+
+def last_real_segments(aligned_padding_mask, segment_length):
+    """Per row, the index of the last segment holding a real token.
+
+    Read from the aligned mask, so it holds for any alignment and wherever
+    the padding is; -1 for a row of padding only.
+    """
+    total = ops.shape(aligned_padding_mask)[1]
+    positions = ops.arange(total, dtype="int32")[None]
+    last = ops.max(ops.where(aligned_padding_mask != 0, positions, -1), axis=1)
+    return ops.floor_divide(last, segment_length)
