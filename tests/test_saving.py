@@ -15,7 +15,7 @@ NEXT_BACKEND = {"tensorflow": "jax", "jax": "torch", "torch": "tensorflow"}
 def test_keras_file_round_trip_gives_identical_outputs(tmp_path):
     for family, options in [
         ("gpt2", {"bptt_depth": 1, "memory_attention": "bidirectional"}),
-        ("bert", {"alignment": "right"}),
+        ("bert", {"bptt_depth": 0}),
     ]:
         inputs = text_inputs()
         model = keras.Model(inputs, make_rmt(family, **options)(inputs))
