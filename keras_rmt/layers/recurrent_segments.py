@@ -40,7 +40,18 @@ class RecurrentSegments(keras.layers.Layer):
       segment's first token (`[CLS]` when the preprocessor puts one at the
       start of every segment). Uses `segment_length + num_tokens` positions.
     - `"auto"` (default) picks one by checking whether the backbone's first
-      output depends on later tokens.
+      output depends on later tokens. The encoder layout is refused on a
+      causal backbone (its memory would see only the first token) and with
+      `alignment="right"` (the memory would sit after a pad).
+
+    Backbones with factorized embeddings (ALBERT, ELECTRA with
+    `embedding_dim != hidden_dim`) are joined with the memory after their
+    embedding projection, at the hidden width; there the memory takes no
+    position of the position table.
+
+    Losses the backbone adds with `add_loss` (the router losses of MoE
+    families: Mixtral, QwenMoe, Qwen3Moe) are added to this layer's
+    `losses`, summed over segments, with every `segment_loop` and `remat`.
 
     Rows of a batch may hold inputs of different lengths (padding at the
     end): a segment that is all padding leaves that row's memory unchanged,
@@ -55,8 +66,10 @@ class RecurrentSegments(keras.layers.Layer):
         memory: `keras_rmt.layers.MemoryTokens`. The learned initial memory.
         segment_length: int. Tokens per segment (memory not counted).
         bptt_depth: int or None. Gradients flow back through at most this
-            many memory hand-offs (truncated backprop through time); 0 stops
-            all of them. Defaults to `None`: through every segment.
+            many memory hand-offs (truncated backprop through time), counted
+            back from each row's own last segment, so a row's gradients do
+            not depend on the other rows; 0 stops all of them. Defaults to
+            `None`: through every segment.
         alignment: `"left"` or `"right"`. With `"left"`, segments start at
             the first token and the last one is padded; with `"right"`, each
             row's last token ends a segment and its first segment is padded.
@@ -96,6 +109,10 @@ class RecurrentSegments(keras.layers.Layer):
             `(batch_size, num_tokens, hidden_dim)`, to continue from the
             memory of an earlier call.
         training: bool. Whether dropout is active.
+
+    Inputs are checked (see `docs/bad_inputs.md`): shapes and dtypes always,
+    token ids against the vocabulary and mask values against {0, 1} only in
+    eager calls, where their values are known.
 
     For inference over long inputs, `infer()` runs one compiled segment step
     per segment (compiled once per batch size, whatever the length) and can
