@@ -3,6 +3,7 @@ import keras_hub
 import numpy as np
 import pytest
 from conftest import make_backbone, make_rmt_backbone, numpy, random_batch
+from task_test_case import config_round_trip, keras_file_round_trip
 
 import keras_rmt
 
@@ -136,3 +137,67 @@ def test_refuses_what_it_cannot_wrap():
         )
     with pytest.raises(ValueError, match="must be a positive integer"):
         make_rmt_backbone("gpt2", num_memory_tokens=0)
+
+
+NOT_TF = keras.backend.backend() != "tensorflow"
+
+
+def test_segment_loop_and_remat_are_passed_and_round_trip():
+    backbone = make_rmt_backbone("gpt2", segment_loop="unrolled", remat=NOT_TF)
+    layer = backbone.recurrent_segments
+    assert (layer.segment_loop, layer.remat) == ("unrolled", NOT_TF)
+    config = backbone.get_config()
+    assert (config["segment_loop"], config["remat"]) == ("unrolled", NOT_TF)
+    clone = config_round_trip(backbone)
+    assert clone.recurrent_segments.segment_loop == "unrolled"
+    assert clone.recurrent_segments.remat == NOT_TF
+
+
+@pytest.mark.skipif(NOT_TF, reason="the layer refuses these on TF only")
+def test_scan_and_remat_are_refused_on_tensorflow():
+    with pytest.raises(ValueError, match="Received: segment_loop='scan'"):
+        make_rmt_backbone("gpt2", segment_loop="scan")
+    with pytest.raises(ValueError, match="Received: remat=True"):
+        make_rmt_backbone("gpt2", remat=True)
+
+
+def _loops_used(monkeypatch):
+    """Records which loop RecurrentSegments.call runs."""
+    used = []
+    layer_cls = keras_rmt.layers.RecurrentSegments
+    for name in ("_unrolled", "_threaded_scan"):
+        original = getattr(layer_cls, name)
+
+        def spy(self, *args, _name=name, _original=original, **kwargs):
+            used.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(layer_cls, name, spy)
+    return used
+
+
+@pytest.mark.parametrize(
+    "segment_loop, expected",
+    [
+        ("unrolled", "_unrolled"),
+        pytest.param(
+            "scan",
+            "_threaded_scan",
+            marks=pytest.mark.skipif(not NOT_TF, reason="refused on TF"),
+        ),
+    ],
+)
+def test_a_task_runs_the_segment_loop_it_was_built_with(
+    segment_loop, expected, monkeypatch, tmp_path
+):
+    classifier = keras_rmt.models.RMTTextClassifier(
+        make_rmt_backbone("gpt2", segment_loop=segment_loop), num_classes=2
+    )
+    batch = random_batch(2, 12)
+    restored = keras_file_round_trip(
+        classifier, batch, tmp_path / "classifier.keras"
+    )
+    assert restored.backbone.segment_loop == segment_loop
+    used = _loops_used(monkeypatch)
+    restored(batch)
+    assert used == [expected]

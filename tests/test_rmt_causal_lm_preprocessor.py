@@ -159,11 +159,19 @@ def test_tf_data_map_matches_eager_call(request, tokenizer):
     eager = as_numpy(preprocessor(texts))
     batched = tf.data.Dataset.from_tensor_slices(texts).batch(3)
     mapped = as_numpy(batched.map(preprocessor).get_single_element())
-    # Mapped one string at a time, rows are whole segments already.
-    single = tf.data.Dataset.from_tensor_slices(texts).map(preprocessor)
-    padded = as_numpy(single.padded_batch(3).get_single_element())
-    for outputs in (mapped, padded):
-        keras.tree.map_structure(np.testing.assert_array_equal, outputs, eager)
+    keras.tree.map_structure(np.testing.assert_array_equal, mapped, eager)
+    # Mapped one string at a time: one length with sequence_length, as
+    # keras-hub; refused without it (every text would get its own).
+    width = eager[0]["token_ids"].shape[1]
+    fixed = Preprocessor(tokenizer, segment_length=4, sequence_length=width)
+    single = tf.data.Dataset.from_tensor_slices(texts)
+    keras.tree.map_structure(
+        np.testing.assert_array_equal,
+        as_numpy(single.map(fixed).batch(3).get_single_element()),
+        as_numpy(fixed(texts)),
+    )
+    with pytest.raises(ValueError, match="Received: sequence_length=None"):
+        single.map(preprocessor)
     prompts = batched.map(lambda t: preprocessor.generate_preprocess(t, 40))
     keras.tree.map_structure(
         np.testing.assert_array_equal,

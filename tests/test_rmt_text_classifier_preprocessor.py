@@ -169,10 +169,46 @@ def test_tf_data_map_with_labels_matches_eager_call(wordpiece_tokenizer):
     data = (TEXTS, LABELS, [1.0, 1.0, 0.5])
     batched = tf.data.Dataset.from_tensor_slices(data).batch(3)
     mapped = as_numpy(batched.map(preprocessor).get_single_element())
-    single = tf.data.Dataset.from_tensor_slices(data).map(preprocessor)
-    padded = as_numpy(single.padded_batch(3).get_single_element())
-    for outputs in (mapped, padded):
-        keras.tree.map_structure(np.testing.assert_array_equal, outputs, eager)
+    keras.tree.map_structure(np.testing.assert_array_equal, mapped, eager)
+
+
+def test_map_one_string_at_a_time_then_batch(wordpiece_tokenizer):
+    # keras-hub's way: a fixed sequence_length gives one shape per example.
+    fixed = Preprocessor(
+        wordpiece_tokenizer, segment_length=4, sequence_length=12
+    )
+    single = tf.data.Dataset.from_tensor_slices((TEXTS, LABELS))
+    batched = as_numpy(single.map(fixed).batch(3).get_single_element())
+    eager = as_numpy(fixed(TEXTS, LABELS))
+    keras.tree.map_structure(np.testing.assert_array_equal, batched, eager)
+    # Without one, each example would get its own length: refused up front.
+    free = Preprocessor(wordpiece_tokenizer, segment_length=4)
+    with pytest.raises(
+        ValueError,
+        match=r"mapped over one string at a time .* Batch first, "
+        r"`ds.batch\(n\).map\(preprocessor\)`.*"
+        r"Received: sequence_length=None",
+    ):
+        single.map(free)
+
+
+def test_sentence_pairs_are_refused_clearly(wordpiece_tokenizer):
+    preprocessor = Preprocessor(wordpiece_tokenizer, segment_length=4)
+    # keras-hub unpacks `(a, b)` into `(x, y)`: texts as labels.
+    with pytest.raises(ValueError, match="takes labels that are numbers"):
+        preprocessor((["the fox"], ["the dog"]))
+    with pytest.raises(ValueError, match="takes labels that are numbers"):
+        tf.data.Dataset.from_tensor_slices((TEXTS, TEXTS)).batch(3).map(
+            preprocessor
+        )
+    with pytest.raises(
+        ValueError,
+        match=r"A tuple is read, .* as the 2 texts of a sentence pair.*"
+        r"Received: x=tuple of 2 elements",
+    ):
+        preprocessor((["the fox"], ["the dog"]), [1])
+    # A tuple of one feature is that feature, as in keras-hub.
+    assert_rows(preprocessor(x=(["fox"],)), [[2, 44, 3]], 4)
 
 
 def test_non_string_input_is_an_error(wordpiece_tokenizer):

@@ -121,3 +121,44 @@ def test_missing_metric_and_bad_arguments_are_named():
         SegmentCurriculum(_Data(), max_segments=0)
     with pytest.raises(ValueError, match="settable `num_segments`"):
         SegmentCurriculum(object(), max_segments=2)
+
+
+def test_plateau_curriculum_goes_on_in_a_second_fit():
+    data = _Data()
+    curriculum = SegmentCurriculum(data, max_segments=4, patience=1)
+    seen = []
+    # Two fits of three epochs each, as `fit()` drives the callback.
+    for losses in ([1.0, 1.0, 1.0], [1.0, 1.0, 1.0]):
+        curriculum.on_train_begin()
+        for epoch, loss in enumerate(losses):
+            curriculum.on_epoch_begin(epoch)
+            seen.append(data.num_segments)
+            curriculum.on_epoch_end(epoch, {"loss": loss})
+        curriculum.on_train_end()
+    # Patience 1: one segment more every second epoch, across both fits.
+    assert seen == [1, 1, 2, 2, 3, 3]
+    assert curriculum.history == seen
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="only TensorFlow's fit fixes input shapes from the first batches",
+)
+def test_growing_without_pad_to_is_refused_up_front_on_tensorflow():
+    data = SegmentedDataset(
+        lambda *args: None, batch_size=2, num_batches=2, segment_length=4
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"needs SegmentedDataset\(pad_to=3, \.\.\.\).*"
+        r"Received: pad_to=None, max_segments=3",
+    ):
+        SegmentCurriculum(data, max_segments=3)
+    with pytest.raises(ValueError, match="Received: pad_to=None"):
+        SegmentCurriculum(data, max_segments=3, schedule=[1, 2])
+    # Nothing grows: nothing to refuse.
+    SegmentCurriculum(data, max_segments=3, schedule=[2, 2])
+    padded = SegmentedDataset(
+        lambda *args: None, 2, 2, segment_length=4, pad_to=3
+    )
+    assert SegmentCurriculum(padded, max_segments=3).data is padded

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
-from conftest import make_rmt, numpy
+from conftest import make_rmt, make_rmt_backbone, numpy
 
+import keras_rmt
 from keras_rmt.datasets import SegmentedDataset
 
 
@@ -39,14 +40,15 @@ def test_vary_n_segments_draws_each_batch_from_one_to_num_segments():
     assert widths == {4, 8, 12}
 
 
-def test_pad_to_left_pads_whole_segments_with_zero_weight():
+def test_pad_to_pads_whole_segments_at_the_end_with_zero_weight():
     data = SegmentedDataset(_make_batch, 2, 1, segment_length=4, pad_to=3)
     inputs, labels, weight = data[0]
     assert inputs["token_ids"].shape == labels.shape == weight.shape == (2, 12)
-    np.testing.assert_array_equal(inputs["padding_mask"][:, :8], 0)
-    np.testing.assert_array_equal(inputs["padding_mask"][:, 8:], 1)
+    np.testing.assert_array_equal(inputs["padding_mask"][:, :4], 1)
+    np.testing.assert_array_equal(inputs["padding_mask"][:, 4:], 0)
+    np.testing.assert_array_equal(inputs["token_ids"][:, 4:], 0)
     np.testing.assert_array_equal(weight, inputs["padding_mask"])
-    np.testing.assert_array_equal(labels[:, 8:], inputs["token_ids"][:, 8:] + 1)
+    np.testing.assert_array_equal(labels[:, :4], inputs["token_ids"][:, :4] + 1)
 
 
 def test_padding_segments_leave_rmt_outputs_unchanged():
@@ -60,7 +62,7 @@ def test_padding_segments_leave_rmt_outputs_unchanged():
     padded_out = numpy(rmt(padded[0][0]))
     plain_out = numpy(rmt(plain[0][0]))
     np.testing.assert_allclose(
-        padded_out["sequence_output"][:, 8:],
+        padded_out["sequence_output"][:, :8],
         plain_out["sequence_output"],
         atol=1e-5,
     )
@@ -82,3 +84,62 @@ def test_bad_arguments_are_named():
         "Received: num_segments=3",
     ):
         data.num_segments = 3
+
+
+def _padded_and_plain(make_batch, num_segments=2, pad_to=4):
+    """The same batch from a `pad_to` dataset and from one without."""
+    padded = SegmentedDataset(
+        make_batch, 2, 1, segment_length=4, num_segments=num_segments,
+        pad_to=pad_to,
+    )  # fmt: skip
+    plain = SegmentedDataset(
+        make_batch, 2, 1, segment_length=4, num_segments=num_segments
+    )
+    return padded[0], plain[0]
+
+
+@pytest.fixture(scope="module", params=["bert", "gpt2"])
+def classifier(request):
+    return keras_rmt.models.RMTTextClassifier(
+        make_rmt_backbone(request.param), num_classes=3
+    )
+
+
+def test_classifier_reads_each_padded_row_as_that_row_alone(classifier):
+    (padded, _, _), (plain, _) = _padded_and_plain(_make_batch)
+    assert padded["token_ids"].shape == (2, 16)
+    got = numpy(classifier(padded))
+    for row in range(2):
+        alone = {name: value[row : row + 1] for name, value in plain.items()}
+        np.testing.assert_allclose(
+            got[row], numpy(classifier(alone))[0], atol=1e-5
+        )
+    # Each row its own logits, not one padding segment's for all.
+    assert np.abs(got[0] - got[1]).max() > 1e-4
+
+
+def _cross_entropy(logits, labels):
+    logits = logits - logits.max(-1, keepdims=True)
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    return -np.take_along_axis(log_probs, labels[..., None], -1)[..., 0]
+
+
+def test_segment_losses_name_each_rows_real_segments_under_pad_to():
+    (inputs, labels, weight), (_, plain_labels) = _padded_and_plain(
+        _make_batch, num_segments=2, pad_to=4
+    )
+    # Logits that depend on the position's own label only.
+    logits = np.eye(65, dtype="float32")[labels % 65] * 3.0
+    metric = keras_rmt.metrics.SegmentLosses(segment_length=4, num_segments=4)
+    metric.update_state(labels, logits, weight)
+    result = numpy(metric.result())
+    plain_logits = np.eye(65, dtype="float32")[plain_labels % 65] * 3.0
+    losses = _cross_entropy(plain_logits, plain_labels)
+    for segment in range(2):
+        np.testing.assert_allclose(
+            result[f"segment_{segment + 1}_loss"],
+            losses[:, segment * 4 : (segment + 1) * 4].mean(),
+            rtol=1e-5,
+        )
+    assert np.isnan(result["segment_3_loss"])
+    assert np.isnan(result["segment_4_loss"])

@@ -1,6 +1,8 @@
 import keras
 import numpy as np
 
+from keras_rmt.datasets.segmented_dataset import SegmentedDataset
+
 
 class SegmentCurriculum(keras.callbacks.Callback):
     """Grows the number of segments of the training data: 1, 2, ... N.
@@ -19,7 +21,14 @@ class SegmentCurriculum(keras.callbacks.Callback):
       it reaches `target`. Growing restarts the count.
 
     The number in use is logged each epoch as `num_segments`, and
-    `history` lists it per epoch.
+    `history` lists it per epoch. The curriculum goes on across calls to
+    `fit()`: a second `fit()` with the same callback starts where the first
+    stopped (build a new callback to start again).
+
+    On TensorFlow, `fit` fixes the input shapes from the first batches, so
+    a `SegmentedDataset` whose inputs grow needs `pad_to=max_segments`
+    (every batch padded at the end to that many segments); without it the
+    callback refuses to be built.
 
     Args:
         data: the training data; its `num_segments` is set.
@@ -96,6 +105,7 @@ class SegmentCurriculum(keras.callbacks.Callback):
             raise ValueError(
                 f"`schedule` must not be empty. Received: schedule={schedule!r}"
             )
+        _check_shapes_can_grow(data, max_segments, schedule, start)
         self.data = data
         self.max_segments = max_segments
         self.schedule = schedule
@@ -110,12 +120,6 @@ class SegmentCurriculum(keras.callbacks.Callback):
         self.verbose = verbose
         self.history = []
         self._num_segments = start
-        self._best = None
-        self._wait = 0
-
-    def on_train_begin(self, logs=None):
-        self.history = []
-        self._num_segments = self.start
         self._best = None
         self._wait = 0
 
@@ -168,3 +172,23 @@ class SegmentCurriculum(keras.callbacks.Callback):
             return False
         self._wait += 1
         return self._wait >= self.patience
+
+
+def _check_shapes_can_grow(data, max_segments, schedule, start):
+    """On TensorFlow, growing inputs need a dataset padded to one shape."""
+    if keras.backend.backend() != "tensorflow":
+        return
+    if not isinstance(data, SegmentedDataset) or data.pad_to is not None:
+        return
+    if isinstance(schedule, (list, tuple)):
+        grows = len({min(count, max_segments) for count in schedule}) > 1
+    else:
+        grows = callable(schedule) or max_segments > start
+    if grows:
+        raise ValueError(
+            "SegmentCurriculum on the TensorFlow backend needs "
+            f"SegmentedDataset(pad_to={max_segments}, ...): TensorFlow's "
+            "fit fixes the input shapes from the first batches, so inputs "
+            "cannot grow within one fit unless every batch is padded to the "
+            f"longest. Received: pad_to=None, max_segments={max_segments}"
+        )

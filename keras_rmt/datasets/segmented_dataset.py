@@ -14,12 +14,17 @@ class SegmentedDataset(keras.utils.PyDataset):
     number of segments uniformly from 1 to `num_segments`.
 
     TensorFlow's `fit` fixes the shapes of a `PyDataset` from its first
-    batches. So that one `fit` can grow the inputs there, `pad_to` left-pads
-    every batch with whole segments of padding (`padding_mask` 0, and
-    `sample_weight` 0 where labels have a time axis) up to `pad_to`
-    segments: a segment that is all padding leaves memory unchanged in
-    `keras_rmt.layers.RecurrentSegments` (left alignment), so the outputs
-    at the real tokens do not change; only compute grows.
+    batches. So that one `fit` can grow the inputs there, `pad_to` pads
+    every batch at the end with whole segments of padding (`padding_mask`
+    0, and `sample_weight` 0 where labels have a time axis) up to `pad_to`
+    segments. The padding goes where keras-hub preprocessors put it and
+    where every reader of the library expects it (the classifier's last
+    segment, `keras_rmt.metrics.SegmentLosses`, right alignment): a segment
+    that is all padding leaves memory unchanged in
+    `keras_rmt.layers.RecurrentSegments`, so the outputs at the real tokens,
+    the memory and the segments' numbers do not change; only compute grows.
+    A model of your own must then read each row's last real token through
+    `padding_mask`, not at position -1.
 
     Args:
         make_batch: callable. `make_batch(batch_size, num_segments, rng)`
@@ -33,7 +38,8 @@ class SegmentedDataset(keras.utils.PyDataset):
         num_segments: int. Segments of the next batches. Defaults to `1`.
         vary_n_segments: bool. Draw each batch's number of segments from
             1 to `num_segments`. Defaults to `False`.
-        pad_to: int or None. Left-pad every batch to this many segments.
+        pad_to: int or None. Pad every batch at the end to this many
+            segments.
             Defaults to `None`: no padding.
         seed: int. Seed of the random generator; batch `i` of epoch `e` is
             the same for the same seed. Defaults to `0`.
@@ -122,7 +128,7 @@ class SegmentedDataset(keras.utils.PyDataset):
         batch = self.make_batch(self.batch_size, count, rng)
         if self.pad_to is None:
             return batch
-        return _left_pad(batch, (self.pad_to - count) * self.segment_length)
+        return _pad_end(batch, (self.pad_to - count) * self.segment_length)
 
     def on_epoch_end(self):
         self.epoch += 1
@@ -135,8 +141,8 @@ def _check_positive(name, value):
         )
 
 
-def _left_pad(batch, width):
-    """Puts `width` padding tokens before every row of a batch."""
+def _pad_end(batch, width):
+    """Puts `width` padding tokens after every row of a batch."""
     inputs, labels, *rest = batch
     length = inputs["token_ids"].shape[1]
 
@@ -144,7 +150,7 @@ def _left_pad(batch, width):
         x = np.asarray(x)
         if x.ndim < 2 or x.shape[1] != length:
             return x
-        widths = [(0, 0), (width, 0)] + [(0, 0)] * (x.ndim - 2)
+        widths = [(0, 0), (0, width)] + [(0, 0)] * (x.ndim - 2)
         return np.pad(x, widths)
 
     inputs = {name: pad(value) for name, value in inputs.items()}

@@ -17,7 +17,15 @@ RMT_ARGUMENTS = (
     "carry_memory",
     "memory_initializer",
     "train_memory_only",
+    "segment_loop",
+    "remat",
 )
+# How segments are run, not what the model learned: these may also be given
+# when loading an RMT preset (a preset saved with `segment_loop="scan"` on
+# JAX can be loaded with `segment_loop="auto"` on TensorFlow).
+EXECUTION_ARGUMENTS = ("segment_loop", "remat")
+# What a plain keras-hub preset cannot provide.
+REQUIRED_ARGUMENTS = ("num_memory_tokens", "segment_length")
 
 
 @keras.saving.register_keras_serializable(package="keras_rmt")
@@ -58,6 +66,12 @@ class RMTBackbone(SavedModelExport, keras_hub.models.Backbone):
             changed later through the attribute of the same name (compile
             again afterwards, as for any change of `trainable`). Defaults to
             `False`.
+        segment_loop: `"auto"`, `"unrolled"` or `"scan"`. How segments are
+            looped; see `keras_rmt.layers.RecurrentSegments` (`"scan"` is
+            refused on TensorFlow). Defaults to `"auto"`.
+        remat: bool. Recompute each segment's activations in the backward
+            pass; see `keras_rmt.layers.RecurrentSegments` (refused on
+            TensorFlow). Defaults to `False`.
         dtype: string or `keras.mixed_precision.DTypePolicy`. Defaults to the
             wrapped backbone's.
         **kwargs: other keyword arguments passed to
@@ -108,6 +122,8 @@ class RMTBackbone(SavedModelExport, keras_hub.models.Backbone):
         carry_memory=True,
         memory_initializer=None,
         train_memory_only=False,
+        segment_loop="auto",
+        remat=False,
         dtype=None,
         **kwargs,
     ):
@@ -133,6 +149,8 @@ class RMTBackbone(SavedModelExport, keras_hub.models.Backbone):
             memory_layout=memory_layout,
             memory_attention=memory_attention,
             carry_memory=carry_memory,
+            segment_loop=segment_loop,
+            remat=remat,
             dtype=backbone.dtype_policy,
             name="recurrent_segments",
         )
@@ -173,6 +191,8 @@ class RMTBackbone(SavedModelExport, keras_hub.models.Backbone):
         self.memory_initializer = memory_initializer
         self.hidden_dim = hidden_dim
         self.train_memory_only = train_memory_only
+        self.segment_loop = segment_loop
+        self.remat = remat
 
     def __call__(self, inputs, *args, **kwargs):
         return super().__call__(self._fill_optional(inputs), *args, **kwargs)
@@ -219,6 +239,8 @@ class RMTBackbone(SavedModelExport, keras_hub.models.Backbone):
                     keras.initializers.get(self.memory_initializer)
                 ),
                 "train_memory_only": self.train_memory_only,
+                "segment_loop": self.segment_loop,
+                "remat": self.remat,
             }
         )
         return config
@@ -235,11 +257,13 @@ class RMTBackbone(SavedModelExport, keras_hub.models.Backbone):
     def from_preset(cls, preset, load_weights=True, **kwargs):
         """Builds an `RMTBackbone` from a preset.
 
-        `preset` is either a preset saved from an `RMTBackbone` (its own
-        config is used; RMT arguments cannot be given again) or any keras-hub
-        text backbone preset (a built-in name, a Kaggle or Hugging Face
-        handle, or a local folder), which is wrapped using the RMT arguments
-        given here (`num_memory_tokens` and `segment_length` at least).
+        `preset` is either a preset saved from an `RMTBackbone` or an RMT
+        task (its own config is used; the RMT arguments that shape what it
+        learned cannot be given again, but `segment_loop` and `remat` can)
+        or any keras-hub text backbone preset (a built-in name, a Kaggle or
+        Hugging Face handle, or a local folder), which is wrapped using the
+        RMT arguments given here (`num_memory_tokens` and `segment_length`
+        at least: a plain backbone has no memory to size them from).
 
         Args:
             preset: string. A preset name, handle or local folder.
@@ -251,8 +275,11 @@ class RMTBackbone(SavedModelExport, keras_hub.models.Backbone):
         rmt_kwargs, backbone_kwargs = split_rmt_kwargs(kwargs)
         loader = get_preset_loader(preset)
         if issubclass(loader.check_backbone_class(), RMTBackbone):
-            check_no_rmt_kwargs(preset, rmt_kwargs)
-            return loader.load_backbone(cls, load_weights, **backbone_kwargs)
+            execution = check_no_rmt_kwargs(preset, rmt_kwargs)
+            return loader.load_backbone(
+                cls, load_weights, **execution, **backbone_kwargs
+            )
+        check_required_rmt_kwargs(cls, preset, rmt_kwargs)
         backbone = keras_hub.models.Backbone.from_preset(
             preset, load_weights=load_weights, **backbone_kwargs
         )
@@ -271,9 +298,28 @@ def split_rmt_kwargs(kwargs):
 
 
 def check_no_rmt_kwargs(preset, rmt_kwargs):
-    if rmt_kwargs:
+    """The execution arguments among `rmt_kwargs`; an error for others."""
+    learned = {
+        k: v for k, v in rmt_kwargs.items() if k not in EXECUTION_ARGUMENTS
+    }
+    if learned:
         raise ValueError(
             f"The preset {preset!r} already holds an RMT model, whose memory "
             "and segment settings are part of what it learned; they cannot "
-            f"be given again. Received: {rmt_kwargs}"
+            f"be given again (only {list(EXECUTION_ARGUMENTS)} can). "
+            f"Received: {learned}"
+        )
+    return {k: v for k, v in rmt_kwargs.items() if k in EXECUTION_ARGUMENTS}
+
+
+def check_required_rmt_kwargs(cls, preset, rmt_kwargs):
+    """An error naming the RMT arguments a plain preset needs and lacks."""
+    missing = [name for name in REQUIRED_ARGUMENTS if name not in rmt_kwargs]
+    if missing:
+        raise ValueError(
+            f"{cls.__name__}.from_preset({preset!r}): the preset holds a "
+            "plain keras-hub backbone, which is wrapped in an RMTBackbone; "
+            f"pass {' and '.join(missing)} (e.g. num_memory_tokens=10, "
+            "segment_length=512). "
+            f"Received RMT arguments: {rmt_kwargs}"
         )

@@ -182,7 +182,13 @@ class RMTCausalLMPreprocessor(SegmentedPreprocessor):
             mask = xp.arange(width)[None, :] < used[:, None]
             return {"token_ids": tokens, "padding_mask": mask}
 
-        return self._run(x, budget, lambda count: count + overhead, pack)
+        return self._run(
+            x,
+            budget,
+            lambda count: count + overhead,
+            pack,
+            fixed_length=sequence_length is not None,
+        )
 
     def _check_room(self, longest, width, xp):
         """`width`, once checked to hold the longest prompt."""

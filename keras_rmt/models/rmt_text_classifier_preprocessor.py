@@ -1,4 +1,7 @@
+import sys
+
 import keras
+import numpy as np
 
 from keras_rmt.models.segmented_preprocessor import SegmentedPreprocessor
 from keras_rmt.utils import segment_packing
@@ -206,6 +209,8 @@ class RMTTextClassifierPreprocessor(SegmentedPreprocessor):
     # === Calls ===
 
     def call(self, x, y=None, sample_weight=None):
+        x = _single_text_feature(x)
+        _check_labels_not_text(y)
         x = self._run(x, self._content_budget(), self._positions, self._pack)
         if y is not None and not self._use_tf_workflow():
             y = keras.ops.convert_to_tensor(y)
@@ -287,6 +292,46 @@ class RMTTextClassifierPreprocessor(SegmentedPreprocessor):
             if layout is not None:
                 kwargs["memory_layout"] = layout
         return kwargs
+
+
+def _single_text_feature(x):
+    """`x`, or its only feature; an error for sentence pairs.
+
+    As keras-hub's classifier preprocessors do, a tuple holds the features
+    of an example (a batch is a list or a tensor).
+    """
+    if not isinstance(x, tuple):
+        return x
+    if len(x) == 1:
+        return x[0]
+    raise ValueError(
+        "RMTTextClassifierPreprocessor reads one text per example. A tuple "
+        "is read, as by keras-hub's classifier preprocessors, as the "
+        f"{len(x)} texts of a sentence pair, which it does not pack: join "
+        "each pair into one text (e.g. `first + ' ' + second`), or pass a "
+        "batch of texts as a list or a tensor, not a tuple. "
+        f"Received: x=tuple of {len(x)} elements"
+    )
+
+
+def _check_labels_not_text(y):
+    """Labels of strings: most likely a sentence pair, mapped unpacked."""
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and isinstance(y, tf.Tensor):
+        is_text = y.dtype == tf.string
+    else:
+        is_text = isinstance(y, (str, bytes)) or (
+            isinstance(y, (list, np.ndarray))
+            and np.asarray(y).dtype.kind in "USO"
+        )
+    if is_text:
+        raise ValueError(
+            "RMTTextClassifierPreprocessor takes labels that are numbers, "
+            "and received texts: a sentence pair `(first, second)` mapped "
+            "over a dataset arrives unpacked as `(x, y)`. Sentence pairs "
+            "are not packed: join each pair into one text. "
+            "Received: y with text values"
+        )
 
 
 def _layout_of_tokenizer(tokenizer):

@@ -253,15 +253,18 @@ class SegmentedPreprocessor(keras_hub.models.Preprocessor):
 
     # === Calls ===
 
-    def _run(self, x, budget, positions, pack):
+    def _run(self, x, budget, positions, pack, fixed_length=None):
         """Tokenizes `x`, checks lengths, and calls `pack(ids, lengths, xp)`.
 
         `budget` is the most content tokens a row may keep (None: no limit)
         and `positions(count)` the positions a row of `count` content tokens
-        uses, for error messages.
+        uses, for error messages. `fixed_length` says whether every output
+        has one length whatever the text (default: `sequence_length` set).
         """
+        if fixed_length is None:
+            fixed_length = self.sequence_length is not None
         if self._use_tf_workflow():
-            return self._run_tf(x, budget, pack)
+            return self._run_tf(x, budget, pack, fixed_length)
         texts, unbatched = self._strings_python(x)
         ids, lengths = self._tokens_python(texts)
         self._check_python(lengths, budget, positions)
@@ -270,12 +273,14 @@ class SegmentedPreprocessor(keras_hub.models.Preprocessor):
             outputs = keras.tree.map_structure(lambda t: t[0], outputs)
         return keras.tree.map_structure(keras.ops.convert_to_tensor, outputs)
 
-    def _run_tf(self, x, budget, pack):
+    def _run_tf(self, x, budget, pack, fixed_length):
         tf = _tensorflow()
         with tf.device("cpu"):
             if not isinstance(x, (tf.Tensor, tf.RaggedTensor)):
                 x = tf.convert_to_tensor(x)
             ids, lengths, unbatched = self._tokens_tf(x)
+            if unbatched and not fixed_length and not tf.executing_eagerly():
+                self._raise_unbatched_map()
             lengths = self._check_tf(lengths, budget)
             outputs = pack(ids, lengths, segment_packing.TFOps())
             if unbatched:
@@ -285,6 +290,18 @@ class SegmentedPreprocessor(keras_hub.models.Preprocessor):
                 lambda t: keras.ops.convert_to_tensor(t.numpy()), outputs
             )
         return outputs
+
+    def _raise_unbatched_map(self):
+        raise ValueError(
+            f"{type(self).__name__} was mapped over one string at a time "
+            "(`ds.map(preprocessor)` before `.batch()`) with no fixed "
+            "length: every example would get its own length (whole segments "
+            "of its own text), which `.batch()` cannot stack. Batch first, "
+            "`ds.batch(n).map(preprocessor)` (rows are padded to the "
+            "longest of each batch, as in eager calls), or set "
+            "`sequence_length` (one fixed length, as keras-hub "
+            "preprocessors). Received: sequence_length=None"
+        )
 
     # === Config and presets ===
 
