@@ -43,7 +43,8 @@ class _Data:
 def _model():
     rmt = make_rmt("gpt2", segment_length=4)
     inputs = text_inputs()
-    last = rmt(inputs)["sequence_output"][:, -1]
+    # Position 3 holds a real token in every batch: pad_to pads at the end.
+    last = rmt(inputs)["sequence_output"][:, 3]
     model = keras.Model(inputs, keras.layers.Dense(2)(last))
     model.compile(
         "adam",
@@ -145,20 +146,26 @@ def test_plateau_curriculum_goes_on_in_a_second_fit():
     reason="only TensorFlow's fit fixes input shapes from the first batches",
 )
 def test_growing_without_pad_to_is_refused_up_front_on_tensorflow():
-    data = SegmentedDataset(
-        lambda *args: None, batch_size=2, num_batches=2, segment_length=4
-    )
+    def growing(batch_size, num_segments, rng):
+        ids = np.ones((batch_size, 4 * num_segments), "int32")
+        return {"token_ids": ids, "padding_mask": ids}, ids[:, :1]
+
+    data = SegmentedDataset(growing, 2, 2, segment_length=4)
     with pytest.raises(
         ValueError,
-        match=r"needs SegmentedDataset\(pad_to=3, \.\.\.\).*"
-        r"Received: pad_to=None, max_segments=3",
+        match=r"batches for 1 and 3 segments differ.*Pass "
+        r"SegmentedDataset\(pad_to=3, \.\.\.\).*Received: pad_to=None",
     ):
         SegmentCurriculum(data, max_segments=3)
-    with pytest.raises(ValueError, match="Received: pad_to=None"):
+    with pytest.raises(ValueError, match=r"batches for 1 and 2 segments"):
         SegmentCurriculum(data, max_segments=3, schedule=[1, 2])
-    # Nothing grows: nothing to refuse.
+    # Nothing grows, or the batches keep one shape: nothing to refuse.
     SegmentCurriculum(data, max_segments=3, schedule=[2, 2])
-    padded = SegmentedDataset(
-        lambda *args: None, 2, 2, segment_length=4, pad_to=3
-    )
+    padded = SegmentedDataset(growing, 2, 2, segment_length=4, pad_to=3)
     assert SegmentCurriculum(padded, max_segments=3).data is padded
+
+    def one_shape(batch_size, num_segments, rng):
+        return growing(batch_size, 3, rng)
+
+    data = SegmentedDataset(one_shape, 2, 2, segment_length=4)
+    assert SegmentCurriculum(data, max_segments=3).data is data

@@ -28,7 +28,8 @@ class SegmentCurriculum(keras.callbacks.Callback):
     On TensorFlow, `fit` fixes the input shapes from the first batches, so
     a `SegmentedDataset` whose inputs grow needs `pad_to=max_segments`
     (every batch padded at the end to that many segments); without it the
-    callback refuses to be built.
+    callback refuses to be built (it makes one batch of the fewest and one
+    of the most segments to compare their shapes).
 
     Args:
         data: the training data; its `num_segments` is set.
@@ -175,20 +176,41 @@ class SegmentCurriculum(keras.callbacks.Callback):
 
 
 def _check_shapes_can_grow(data, max_segments, schedule, start):
-    """On TensorFlow, growing inputs need a dataset padded to one shape."""
+    """On TensorFlow, batches that grow need a dataset padded to one shape.
+
+    TensorFlow's `fit` reads the shapes of a `keras.utils.PyDataset` from
+    its first batches; a later batch of another shape stops training. The
+    data's batches for the fewest and the most segments of the curriculum
+    are made once here and compared (a `make_batch` may pad rows to one
+    length itself).
+    """
     if keras.backend.backend() != "tensorflow":
         return
     if not isinstance(data, SegmentedDataset) or data.pad_to is not None:
         return
     if isinstance(schedule, (list, tuple)):
-        grows = len({min(count, max_segments) for count in schedule}) > 1
+        counts = [min(count, max_segments) for count in schedule]
+        fewest, most = min(counts), max(counts)
     else:
-        grows = callable(schedule) or max_segments > start
-    if grows:
+        fewest, most = (1 if callable(schedule) else start), max_segments
+    if fewest == most:
+        return
+    rng = np.random.default_rng(0)
+    shapes = [
+        _shapes(data.make_batch(data.batch_size, count, rng))
+        for count in (fewest, most)
+    ]
+    if shapes[0] != shapes[1]:
         raise ValueError(
-            "SegmentCurriculum on the TensorFlow backend needs "
-            f"SegmentedDataset(pad_to={max_segments}, ...): TensorFlow's "
-            "fit fixes the input shapes from the first batches, so inputs "
-            "cannot grow within one fit unless every batch is padded to the "
-            f"longest. Received: pad_to=None, max_segments={max_segments}"
+            "SegmentCurriculum on the TensorFlow backend needs batches of "
+            "one shape, and the data's batches for "
+            f"{fewest} and {most} segments differ ({shapes[0]} and "
+            f"{shapes[1]}): TensorFlow's fit fixes the input shapes from the "
+            "first batches. Pass SegmentedDataset(pad_to="
+            f"{max_segments}, ...) to pad every batch to {max_segments} "
+            "segments. Received: pad_to=None"
         )
+
+
+def _shapes(batch):
+    return [tuple(np.shape(leaf)) for leaf in keras.tree.flatten(batch)]
