@@ -559,10 +559,7 @@ class _Checks:
     def _token_ids(self, token_ids):
         tf = self.tf
         size = self.vocabulary_size
-        message = (
-            f"`token_ids` must be in [0, {size}), the model's "
-            f"vocabulary_size={size}"
-        )
+        message = f"`token_ids` must be in [0, {size}) (vocabulary_size={size})"
         return [
             tf.debugging.assert_non_negative(token_ids, message=message),
             tf.debugging.assert_less(token_ids, size, message=message),
