@@ -640,9 +640,9 @@ def test_right_aligned_models_serve_whole_inputs_only(right_aligned_lm):
         tf.errors.InvalidArgumentError,
         match=re.escape(
             "serve_segment is not available for this model: it aligns "
-            "segments to the right (alignment='right': each row's short "
-            "segment comes first, where its own length puts it), so a "
-            "stream cut into segments of 4 tokens would not give the "
+            "segments to the right (alignment=right: the short segment of "
+            "each row comes first, where the length of the row puts it), "
+            "so a stream cut into segments of 4 tokens would not give the "
             "outputs of serve. Call serve with whole inputs"
         ),
     ):

@@ -122,7 +122,7 @@ def _handler(tf, np, served, name):
             outputs = function(**tensors)
         except tf.errors.InvalidArgumentError as error:
             raise _BadRequest(error.message) from None
-        return {"outputs": {k: _listed(v.numpy()) for k, v in outputs.items()}}
+        return {"outputs": {k: _listed(np, v) for k, v in outputs.items()}}
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
@@ -148,6 +148,9 @@ def _handler(tf, np, served, name):
                 self._reply(400, {"error": f"Malformed JSON: {error}"})
             except _BadRequest as error:
                 self._reply(400, {"error": str(error)})
+            except Exception as error:  # Reply, rather than drop the call.
+                message = f"{type(error).__name__}: {error}"
+                self._reply(500, {"error": message})
 
         def _reply(self, code, body):
             data = json.dumps(body).encode()
@@ -163,8 +166,9 @@ def _handler(tf, np, served, name):
     return Handler
 
 
-def _listed(array):
+def _listed(np, tensor):
     """A JSON value: nested lists, bytes as text."""
+    array = np.asarray(tensor.numpy())
     if array.dtype.kind in "SO":
         array = array.astype(str)
     return array.tolist()

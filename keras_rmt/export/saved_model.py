@@ -534,9 +534,9 @@ class _Checks:
                     message=(
                         "serve_segment is not available for this model: it "
                         f"aligns segments to the {self.alignment} "
-                        f"(alignment={self.alignment!r}: each row's short "
-                        "segment comes first, where its own length puts "
-                        "it), so a stream cut into segments of "
+                        f"(alignment={self.alignment}: the short segment "
+                        "of each row comes first, where the length of the "
+                        "row puts it), so a stream cut into segments of "
                         f"{self.segment_length} tokens would not give the "
                         "outputs of serve. Call serve with whole inputs"
                     ),
