@@ -127,7 +127,9 @@ def test_sigterm_to_the_command_leaves_no_process_behind(keras_file, tmp_path):
     # From torch, the command switches to TensorFlow: SIGTERM to the process
     # started (as `timeout` or a scheduler sends it) must stop the export.
     (tmp_path / "wait_here.py").write_text(WAIT_HERE)
-    ready, out = tmp_path / "ready", tmp_path / "out"
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    ready, out = tmp_path / "ready", folder / "out"
     environment = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([ROOT, str(tmp_path)]),
@@ -137,22 +139,24 @@ def test_sigterm_to_the_command_leaves_no_process_behind(keras_file, tmp_path):
     }
     command = [sys.executable, "-m", "keras_rmt", "export", keras_file[1]]
     command += [str(out), "--backend", "tensorflow", "--import", "wait_here"]
-    process = subprocess.Popen(
-        command, env=environment, stderr=subprocess.PIPE, text=True
-    )
+    # A file, not a pipe: a process left behind would hold a pipe open.
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(command, env=environment, stderr=stderr)
     while not ready.exists():
-        assert process.poll() is None, process.stderr.read()[-3000:]
+        assert process.poll() is None, log.read_text()[-3000:]
         time.sleep(0.2)
     exporter = int(ready.read_text())
     try:
         process.send_signal(signal.SIGTERM)
-        process.communicate()
+        process.wait()
         assert not alive(exporter), "the export runs on after SIGTERM"
     finally:
         if alive(exporter) and exporter != process.pid:
             os.kill(exporter, signal.SIGKILL)
     assert process.returncode in (128 + signal.SIGTERM, -signal.SIGTERM)
-    assert sorted(os.listdir(tmp_path)) == ["ready", "wait_here.py"]
+    # Nothing written, not even a temporary folder.
+    assert os.listdir(folder) == []
 
 
 @EXPORTS_HERE
