@@ -142,6 +142,7 @@ def export_saved_model(model, path, overwrite=False, verbose=False):
     _write_atomically(
         lambda folder: tf.saved_model.save(root, folder, signatures=signatures),
         path,
+        overwrite,
     )
     if verbose:
         for name, function in signatures.items():
@@ -263,7 +264,7 @@ def _check_target(path, overwrite):
     )
 
 
-def _write_atomically(write, path):
+def _write_atomically(write, path, overwrite):
     """Runs `write(folder)` on a temporary sibling of `path`, then renames
     that folder to `path`.
 
@@ -275,7 +276,13 @@ def _write_atomically(write, path):
     os.makedirs(parent, exist_ok=True)
     temporary = tempfile.mkdtemp(prefix=f"{name}.", suffix=".tmp", dir=parent)
     try:
+        # `mkdtemp` makes a private folder; a SavedModel folder gets the
+        # permissions of `os.mkdir`, so that a model server can read it.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o777 & ~umask)
         write(temporary)
+        _check_target(path, overwrite)  # Again: writing took a while.
         if os.path.isdir(path) and not os.listdir(path):
             os.rmdir(path)
         if not os.path.lexists(path):
