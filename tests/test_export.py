@@ -515,6 +515,10 @@ def test_a_failed_reexport_keeps_the_old_export_and_no_tmp(
     monkeypatch.setattr(file_io, "atomic_write_string_to_file", write)
     keras_rmt.export.export_saved_model(other, path, overwrite=True)
     assert leftovers(os.path.dirname(path)) == []
+    # Readable as a folder made by `os.mkdir` is (not a private temp one).
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o777 & ~umask
     new = serve_some(path)
     np.testing.assert_allclose(
         new, numpy(other(REQUESTS["some"])), atol=1e-5, rtol=0
