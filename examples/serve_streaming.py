@@ -1,15 +1,18 @@
-"""Serve an RMT from a TF SavedModel, streaming long inputs by segment.
+"""Serve an RMT over REST, streaming a long document one segment per request.
 
 Trains the tiny first-token-recall RMT of `first_token_recall.py` for a few
-seconds, exports it with `keras_rmt.export.export_saved_model` (on torch,
-through `python -m keras_rmt export` on a `.keras` file), then starts a
-process that imports TensorFlow only - Keras, keras-hub and keras-rmt cannot
-be imported there - loads the SavedModel with `tf.saved_model.load`, and:
+seconds and exports it with `keras_rmt.export.export_saved_model` (on torch,
+through `python -m keras_rmt export` on a `.keras` file). Then starts
+`keras_rmt/export/rest_server.py`, a small TF-Serving-like REST server, on
+the loopback, in a process that imports TensorFlow only (Keras, keras-hub
+and keras-rmt cannot be imported there), and acts as its client:
 
-- calls `serve` once on inputs of `--segments` segments;
-- streams the same inputs through `serve_segment`, one segment per call,
-  starting from `initial_memory` and passing each call's `memory` to the
-  next: the caller holds the memory, so any length costs one segment.
+- reads `segment_length` from the `metadata` signature;
+- streams each document through `serve_segment`, one segment per request,
+  starting from `initial_memory` and sending back the `memory` of the last
+  reply: the client keeps only the memory between requests, so a document
+  of any length costs one segment per request;
+- calls `serve` once on the whole documents, for comparison.
 
 Prints how far the streamed logits and final memory are from the single
 `serve` call (float32 rounding), and the share of keys recalled. Runs on the
@@ -23,10 +26,9 @@ import os
 import subprocess
 import sys
 import tempfile
+import urllib.request
 
 import numpy as np
-
-BLOCKED = ("keras", "keras_hub", "keras_rmt", "jax", "torch")
 
 
 def train_and_export(saved_model, epochs, train_samples):
@@ -48,49 +50,68 @@ def train_and_export(saved_model, epochs, train_samples):
         subprocess.run([sys.executable, *command], check=True)
 
 
-def serve(saved_model, requests, results):
-    """The serving side: TensorFlow and NumPy only."""
-    for name in BLOCKED:
-        sys.modules[name] = None  # `import` now raises ImportError.
-    import tensorflow as tf
+def start_server(saved_model):
+    """The REST server on a free loopback port; returns (process, url)."""
+    import keras_rmt
 
-    served = tf.saved_model.load(saved_model)
-    inputs = {k: tf.constant(v) for k, v in np.load(requests).items()}
-    whole = served.serve(inputs)
+    server = os.path.join(
+        os.path.dirname(keras_rmt.export.__file__), "rest_server.py"
+    )
+    process = subprocess.Popen(
+        [sys.executable, server, saved_model, "--name", "rmt", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    line = process.stdout.readline()  # "Serving rmt at http://HOST:PORT"
+    if not line.startswith("Serving rmt at "):
+        process.kill()
+        raise RuntimeError("The REST server did not start.")
+    return process, line.split(" at ")[1].strip() + "/v1/models/rmt"
 
-    step = int(served.segment_length.numpy())
-    length = inputs["token_ids"].shape[1]
-    memory = served.initial_memory(batch_size=inputs["token_ids"].shape[0])
+
+def predict(url, signature, **inputs):
+    """One TF Serving REST call: the signature's outputs, as arrays."""
+    body = {
+        "signature_name": signature,
+        "inputs": {k: np.asarray(v).tolist() for k, v in inputs.items()},
+    }
+    request = urllib.request.Request(
+        url + ":predict",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request) as reply:
+        outputs = json.loads(reply.read())["outputs"]
+    return {k: np.asarray(v) for k, v in outputs.items()}
+
+
+def stream(url, token_ids, padding_mask):
+    """Streams documents through `serve_segment`; returns the last logits,
+    the final memory and the number of requests. Only the memory is kept
+    between requests."""
+    step = int(predict(url, "metadata")["segment_length"])
+    memory = predict(url, "initial_memory", batch_size=len(token_ids))
     memory = memory["memory"]
-    for start in range(0, length, step):
-        segment = {k: v[:, start : start + step] for k, v in inputs.items()}
-        streamed = served.serve_segment({**segment, "memory": memory})
-        memory = streamed["memory"]
-    with open(results, "w") as file:
-        json.dump(
-            {
-                "segments": -(-length // step),
-                "max_logits_difference": float(
-                    tf.reduce_max(tf.abs(streamed["head"] - whole["head"]))
-                ),
-                "max_memory_difference": float(
-                    tf.reduce_max(tf.abs(memory - whole["memory"]))
-                ),
-                "predicted_keys": tf.argmax(streamed["head"], -1)
-                .numpy()
-                .tolist(),
-            },
-            file,
+    starts = range(0, token_ids.shape[1], step)
+    for start in starts:
+        outputs = predict(
+            url,
+            "serve_segment",
+            token_ids=token_ids[:, start : start + step],
+            padding_mask=padding_mask[:, start : start + step],
+            memory=memory,
         )
+        memory = outputs["memory"]
+    return outputs["logits"], memory, len(starts)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--segments", type=int, default=50, help="Segments per served input."
+        "--segments", type=int, default=50, help="Segments per document."
     )
     parser.add_argument(
-        "--samples", type=int, default=64, help="Inputs to serve."
+        "--samples", type=int, default=64, help="Documents to serve."
     )
     parser.add_argument(
         "--epochs", type=int, default=3, help="Training epochs."
@@ -101,10 +122,7 @@ def main(argv=None):
     parser.add_argument(
         "--output-dir", help="Where to write the SavedModel (a temp folder)."
     )
-    parser.add_argument("--serve", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.serve:
-        return serve(*args.serve)
 
     import keras_rmt
 
@@ -115,22 +133,23 @@ def main(argv=None):
     inputs, keys = keras_rmt.datasets.first_token_recall(
         args.samples, num_segments=args.segments, seed=2
     )
-    requests = os.path.join(output_dir, "requests.npz")
-    results = os.path.join(output_dir, "results.json")
-    np.savez(requests, **inputs)
-    subprocess.run(
-        [sys.executable, __file__, "--serve", saved_model, requests, results],
-        check=True,
-    )
-    with open(results) as file:
-        report = json.load(file)
-    report["accuracy"] = float(
-        np.mean(np.array(report["predicted_keys"]) == keys)
-    )
-    print(f"SavedModel: {saved_model}")
+    server, url = start_server(saved_model)
+    try:
+        logits, memory, segments = stream(url, **inputs)
+        whole = predict(url, "serve", **inputs)
+    finally:
+        server.terminate()
+        server.wait()
+    report = {
+        "segments": segments,
+        "max_logits_difference": float(np.abs(logits - whole["logits"]).max()),
+        "max_memory_difference": float(np.abs(memory - whole["memory"]).max()),
+        "accuracy": float(np.mean(logits.argmax(-1) == keys)),
+    }
+    print(f"SavedModel: {saved_model}, served at {url}")
     print(
-        f"Streamed {args.samples} inputs of {report['segments']} segments "
-        "through serve_segment in a TensorFlow-only process."
+        f"Streamed {args.samples} documents of {report['segments']} "
+        "segments through serve_segment, one REST request per segment."
     )
     print(
         "Largest difference from one serve call: logits "

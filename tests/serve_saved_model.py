@@ -6,7 +6,8 @@ For every `NAME/token_ids` (and `NAME/padding_mask`) in REQUESTS, writes
 `serve/NAME/OUTPUT` from one `serve` call and `stream/NAME/OUTPUT` from
 feeding the same input through `serve_segment`, `segment_length` tokens at a
 time from `initial_memory`: per-token outputs joined along the tokens, the
-final memory. Keras, keras-hub, keras-rmt, JAX and PyTorch cannot be
+final memory. Writes `metadata/KEY` from the `metadata` signature and
+`attribute/KEY` from the loaded object's attributes of the same names. Keras, keras-hub, keras-rmt, JAX and PyTorch cannot be
 imported here (TensorFlow runs without them); `blocked` lists them.
 """
 
@@ -57,6 +58,9 @@ def main(saved_model, requests, results_path):
             results[f"serve/{name}/{output}"] = value.numpy()
         for output, value in stream(served, inputs).items():
             results[f"stream/{name}/{output}"] = value
+    for key, value in served.signatures["metadata"]().items():
+        results[f"metadata/{key}"] = value.numpy()
+        results[f"attribute/{key}"] = getattr(served, key).numpy()
     results["blocked"] = np.array(
         [name for name in BLOCKED if sys.modules[name] is None]
     )

@@ -5,54 +5,74 @@ TensorFlow graphs, written from Keras on the TensorFlow backend directly and
 from JAX through `jax2tf`.
 """
 
+import os
+import shutil
+import tempfile
 from functools import partial
 
 import keras
 
 from keras_rmt.export.streaming_model import (
-    _is_optional,
     _named,
     find_recurrent_segments,
+    named_outputs,
 )
+from keras_rmt.version import __version__
 
 EXPORT_BACKENDS = ("tensorflow", "jax")
 COMMAND = "python -m keras_rmt export MODEL.keras OUT_DIR"
 
 
-def export_saved_model(model, path, verbose=False):
+def export_saved_model(model, path, overwrite=False, verbose=False):
     """Writes `model` as a TF SavedModel with whole-input and stream serving.
 
-    The SavedModel has three signatures (also callable by name on the object
+    The SavedModel has four signatures (also callable by name on the object
     `tf.saved_model.load` returns):
 
-    - `serve`: the model's inputs (`token_ids`, `padding_mask`, ...) of any
-      batch size and length -> the model's outputs, plus `memory`, the
-      memory after the last segment. Also the `serving_default`.
+    - `serve`: every input of the model (`token_ids`, `padding_mask`, and
+      `segment_ids` for BERT-family backbones), int32 of shape
+      `(batch_size, length)`, any batch size and length -> the model's
+      outputs, plus `memory`, the memory after the last segment. Also the
+      `serving_default`.
     - `serve_segment`: one segment's inputs, at most `segment_length` tokens,
-      and `memory`, `(batch_size, num_tokens, hidden_dim)` -> the outputs for
-      that segment and the new `memory`. The caller keeps the memory between
-      calls, so a stream of any length is served at the cost of one segment.
+      and `memory`, `(batch_size, num_memory_tokens, hidden_dim)` -> the
+      outputs for that segment and the new `memory`. The caller keeps the
+      memory between calls, so a stream of any length is served at the cost
+      of one segment. Refused (with a message saying so) for models with
+      `alignment="right"`, whose segments depend on each row's whole length.
     - `initial_memory`: `batch_size`, an int32 scalar -> `memory`, the
       memory that starts a stream (the model's learned memory, one copy per
       row).
+    - `metadata`: no inputs -> `segment_length`, `num_memory_tokens`,
+      `hidden_dim`, `vocabulary_size` (int32 scalars), `alignment`,
+      `memory_layout` and `keras_rmt_version` (strings). The loaded object
+      holds the same values as variables of these names.
 
-    The loaded object also holds `segment_length`, an int32 variable.
+    Outputs are named for what they are: a model with a dict of outputs
+    serves them under its keys; a single output is `logits`, or
+    `sequence_output` when it is the RecurrentSegments layer's token outputs.
 
     Streaming a whole input through `serve_segment`, `segment_length` tokens
     at a time from `initial_memory`, gives the same token outputs and final
-    memory as one `serve` call (with the layer's default `"left"`
-    alignment; a head that pools over the sequence pools per segment).
+    memory as one `serve` call (a head that pools over the sequence pools per
+    segment).
 
-    Inputs are checked inside the served functions: a wrong dtype or a
-    memory of the wrong shape is refused when the call is bound to the
-    signature, and inputs of different batch sizes or lengths, or a segment
-    longer than `segment_length`, fail an assertion that says so.
+    Inputs are checked inside the served functions, with messages that name
+    the input: ranks, empty batches or inputs, inputs of different batch
+    sizes or lengths, a memory of the wrong shape, token ids outside the
+    vocabulary, a segment longer than `segment_length`. A wrong dtype is
+    refused when the call is bound to the signature.
+
+    The folder is written atomically: the SavedModel is written to a
+    temporary sibling folder (`<path>.XXXX.tmp`) and renamed to `path` once
+    complete, so that a reader of `path` never sees a mix of an old and a
+    new export, and the temporary folder is removed if writing fails.
 
     Keras writes SavedModels from the TensorFlow and JAX backends only (JAX
     through `jax2tf`, with the batch size and the length left symbolic). A
     model trained with PyTorch is saved as `.keras` and exported with the
     command `python -m keras_rmt export MODEL.keras OUT_DIR`, which reloads it
-    under TensorFlow (or `--backend jax`) in a new process.
+    under TensorFlow (or `--backend jax`) in place of the current process.
 
     The tokenizer is not part of the SavedModel: serve token ids.
 
@@ -60,8 +80,10 @@ def export_saved_model(model, path, verbose=False):
         model: `keras.Model`. A functional model (or keras-hub style task)
             holding exactly one `keras_rmt.layers.RecurrentSegments` layer.
         path: str or `pathlib.Path`. The folder to write.
-        verbose: bool. Whether to print the signatures written. Defaults
-            to `False`.
+        overwrite: bool. Whether to replace `path` when it exists and is not
+            empty; otherwise that is refused. Defaults to `False`.
+        verbose: bool. Whether to print the signatures written, one line
+            each. Defaults to `False`.
 
     Example:
     ```python
@@ -100,6 +122,7 @@ def export_saved_model(model, path, verbose=False):
             })
             memory = outputs["memory"]
         outputs["logits"].shape  # (1, 4, 5)
+        int(served.metadata()["segment_length"])  # 4
     ```
     """
     backend = keras.backend.backend()
@@ -113,6 +136,56 @@ def export_saved_model(model, path, verbose=False):
         )
     import tensorflow as tf
 
+    path = os.path.abspath(os.fspath(path))
+    _check_target(path, overwrite)
+    root, signatures = _saveable(tf, model)
+    _write_atomically(
+        lambda folder: tf.saved_model.save(root, folder, signatures=signatures),
+        path,
+        overwrite,
+    )
+    if verbose:
+        for name, function in signatures.items():
+            print(_describe(name, function))
+
+
+def export_task(task, filepath, format, verbose, **kwargs):
+    """`export()` of the RMT tasks: keras-rmt's SavedModel, or Keras'."""
+    if format != "tf_saved_model":
+        return keras.Model.export(
+            task, filepath, format=format, verbose=verbose, **kwargs
+        )
+    overwrite = kwargs.pop("overwrite", False)
+    if kwargs:
+        raise ValueError(
+            "With format='tf_saved_model', export() takes no other "
+            f"arguments than overwrite. Received: {sorted(kwargs)}"
+        )
+    export_saved_model(
+        task, filepath, overwrite=overwrite, verbose=bool(verbose)
+    )
+
+
+def metadata(model):
+    """What a client needs to stream through `model`'s SavedModel."""
+    rmt = find_recurrent_segments(model)
+    return {
+        "segment_length": rmt.segment_length,
+        "num_memory_tokens": rmt.num_memory_tokens,
+        "hidden_dim": rmt.hidden_dim,
+        "vocabulary_size": _vocabulary_size(rmt),
+        "alignment": rmt.alignment,
+        "memory_layout": rmt.memory_layout,
+        "keras_rmt_version": __version__,
+    }
+
+
+def _vocabulary_size(rmt):
+    return int(rmt.backbone.token_embedding.input_dim)
+
+
+def _saveable(tf, model):
+    """The module to save and its signatures."""
     rmt = find_recurrent_segments(model)
     specs = _input_specs(model)
     segment_specs = {
@@ -138,53 +211,115 @@ def export_saved_model(model, path, verbose=False):
     root.initial_memory_value = tf.Variable(
         initial.astype(rmt.compute_dtype), trainable=False, name="memory"
     )
-    limit = rmt.segment_length
-    root.segment_length = tf.Variable(
-        limit, trainable=False, dtype=tf.int32, name="segment_length"
-    )
+    # Attributes of the loaded object, and the `metadata` signature.
+    described = metadata(model)
+    for name, value in described.items():
+        dtype = tf.string if isinstance(value, str) else tf.int32
+        setattr(root, name, tf.Variable(value, trainable=False, dtype=dtype))
+    checks = _Checks(tf, rmt)
 
     @tf.function(input_signature=[_specs(tf, specs)])
     def serve(inputs):
-        return served_whole(_checked(tf, inputs))
+        return served_whole(checks(inputs, "serve"))
 
     @tf.function(input_signature=[_specs(tf, segment_specs)])
     def serve_segment(inputs):
-        return served_stream(_checked(tf, inputs, limit))
+        return served_stream(checks(inputs, "serve_segment"))
 
     @tf.function(
         input_signature=[tf.TensorSpec((), tf.int32, name="batch_size")]
     )
     def initial_memory(batch_size):
+        batch_size = checks.batch_size(batch_size)
         value = root.initial_memory_value
         return {"memory": tf.tile(value[None], [batch_size, 1, 1])}
+
+    @tf.function(input_signature=[])
+    def read_metadata():
+        return {name: tf.identity(getattr(root, name)) for name in described}
 
     root.serve = serve
     root.serve_segment = serve_segment
     root.initial_memory = initial_memory
+    root.metadata = read_metadata
     signatures = {
         "serve": serve.get_concrete_function(),
         "serve_segment": serve_segment.get_concrete_function(),
         "initial_memory": initial_memory.get_concrete_function(),
+        "metadata": read_metadata.get_concrete_function(),
     }
     signatures["serving_default"] = signatures["serve"]
-    tf.saved_model.save(root, str(path), signatures=signatures)
-    if verbose:
-        for name, function in signatures.items():
-            print(name, function.pretty_printed_signature())
+    return root, signatures
 
 
-def export_task(task, filepath, format, verbose, **kwargs):
-    """`export()` of the RMT tasks: keras-rmt's SavedModel, or Keras'."""
-    if format != "tf_saved_model":
-        return keras.Model.export(
-            task, filepath, format=format, verbose=verbose, **kwargs
+def _check_target(path, overwrite):
+    if overwrite or not os.path.lexists(path):
+        return
+    if os.path.isdir(path) and not os.listdir(path):
+        return
+    raise FileExistsError(
+        f"{path} exists and is not empty. Pass overwrite=True to replace it: "
+        "the new SavedModel is written next to it and renamed into place "
+        f"once complete. Received: path={path!r}, overwrite=False"
+    )
+
+
+def _write_atomically(write, path, overwrite):
+    """Runs `write(folder)` on a temporary sibling of `path`, then renames
+    that folder to `path`.
+
+    A reader of `path` sees the old SavedModel, or (for an instant while the
+    old one is moved aside) none, never a mix of old and new files. Nothing
+    is left behind when `write` fails.
+    """
+    parent, name = os.path.split(path)
+    os.makedirs(parent, exist_ok=True)
+    temporary = tempfile.mkdtemp(prefix=f"{name}.", suffix=".tmp", dir=parent)
+    try:
+        # `mkdtemp` makes a private folder; a SavedModel folder gets the
+        # permissions of `os.mkdir`, so that a model server can read it.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o777 & ~umask)
+        write(temporary)
+        _check_target(path, overwrite)  # Again: writing took a while.
+        if os.path.isdir(path) and not os.listdir(path):
+            os.rmdir(path)
+        if not os.path.lexists(path):
+            os.rename(temporary, path)
+            return
+        old = tempfile.mkdtemp(prefix=f"{name}.old.", suffix=".tmp", dir=parent)
+        os.rename(path, os.path.join(old, name))
+        try:
+            os.rename(temporary, path)
+        except BaseException:
+            os.rename(os.path.join(old, name), path)
+            raise
+        finally:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+
+
+def _describe(name, function):
+    """One line for a signature: its inputs and outputs, dtypes and shapes."""
+
+    def listed(specs):
+        return ", ".join(
+            f"{key}: {spec.dtype.name} {_shape(spec.shape)}"
+            for key, spec in sorted(specs)
         )
-    if kwargs:
-        raise ValueError(
-            "With format='tf_saved_model', export() takes no other "
-            f"arguments. Received: {sorted(kwargs)}"
-        )
-    export_saved_model(task, filepath, verbose=bool(verbose))
+
+    flat = keras.tree.flatten(function.structured_input_signature)
+    inputs = [(spec.name, spec) for spec in flat]
+    outputs = function.structured_outputs.items()
+    return f"{name}({listed(inputs)}) -> {listed(outputs)}"
+
+
+def _shape(shape):
+    dims = ["-1" if dim is None else str(dim) for dim in shape.as_list()]
+    return "(" + ", ".join(dims) + ")"
 
 
 def _serve(model, rmt, inputs):
@@ -194,7 +329,7 @@ def _serve(model, rmt, inputs):
     (`keras_rmt.models.RMTTextClassifier`: the last segment's logits) serve
     what they predict. While the call is traced, the layer's `call` is
     wrapped on the instance: it reads `inputs["memory"]` when given and
-    hands its new memory out. (`keras_rmt.export.streaming_model` does the
+    hands its outputs out. (`keras_rmt.export.streaming_model` does the
     same by replaying the functional graph, which skips such a `call`.)
     """
     inputs = dict(inputs)
@@ -205,7 +340,7 @@ def _serve(model, rmt, inputs):
         if memory is not None:
             layer_inputs = {**layer_inputs, "memory": memory}
         outputs = layer_call(layer_inputs, training=training)
-        written.append(outputs["memory"])
+        written.append(outputs)
         return outputs
 
     # `object.__setattr__`: a plain attribute, outside Keras' tracking.
@@ -220,31 +355,29 @@ def _serve(model, rmt, inputs):
             f"once per call. Received: {len(written)} calls of "
             f"{rmt.name!r} in model {model.name!r}"
         )
-    outputs = _named_outputs(model, outputs)
-    if "memory" in outputs and outputs["memory"] is not written[0]:
+    (written,) = written
+    outputs = named_outputs(model, outputs, written["sequence_output"])
+    if "memory" in outputs and outputs["memory"] is not written["memory"]:
         raise ValueError(
             "The model already has an output named 'memory' that is not the "
             "memory of its RecurrentSegments layer. Rename that output. "
             f"Received: model outputs {sorted(outputs)}"
         )
-    return {**outputs, "memory": written[0]}
+    return {**outputs, "memory": written["memory"]}
 
 
 def _named_inputs(model):
     return _named(model.input, model.inputs)
 
 
-def _named_outputs(model, outputs):
-    return dict(_named(outputs, keras.tree.flatten(outputs), model))
-
-
 def _input_specs(model):
-    """The inputs to serve: the model's, optional ones (and the layer's
-    `"memory"`) left out, with batch size and length unknown."""
+    """The inputs to serve: every input of the model (optional ones as
+    `segment_ids` included) but the layer's `"memory"`, with batch size and
+    length unknown."""
     return {
         name: keras.KerasTensor((None, None, *x.shape[2:]), x.dtype)
         for name, x in _named_inputs(model)
-        if name != "memory" and not _is_optional(x)
+        if name != "memory"
     }
 
 
@@ -296,52 +429,145 @@ def _specs(tf, specs):
     }
 
 
-def _checked(tf, inputs, limit=None):
-    """`inputs`, once their shapes are checked against each other."""
-    # Token ids first, so that messages compare the other inputs to them.
-    names = sorted(
-        (name for name in inputs if name != "memory"),
-        key=lambda name: name != "token_ids",
-    )
-    first = names[0]
-    shape = tf.shape(inputs[first])[:2]
-    checks = [
-        tf.debugging.assert_equal(
-            tf.shape(inputs[name])[:2],
-            shape,
+class _Checks:
+    """Serving inputs checked in the graph, with messages that name them.
+
+    Signature callers (TF Serving, `signatures[...]`) can pass tensors of any
+    shape: the signature's shapes are not enforced. Ranks are checked first,
+    from the shape seen at run time (the graph's own rank would be folded
+    to the signature's), and everything else waits for those checks, so
+    that a bad input meets a message rather than a graph-internal error.
+    """
+
+    def __init__(self, tf, rmt):
+        self.tf = tf
+        self.segment_length = rmt.segment_length
+        self.vocabulary_size = _vocabulary_size(rmt)
+        self.alignment = rmt.alignment
+        self.memory_shape = (rmt.num_memory_tokens, rmt.hidden_dim)
+
+    def __call__(self, inputs, signature):
+        tf = self.tf
+        # Token ids first, so that messages compare the other inputs to them.
+        names = sorted(
+            (name for name in inputs if name != "memory"),
+            key=lambda name: name != "token_ids",
+        )
+        ranks = [
+            self._rank(inputs[name], name, "(batch_size, length)")
+            for name in names
+        ]
+        if "memory" in inputs:
+            ranks.append(
+                self._rank(inputs["memory"], "memory", self._memory_text())
+            )
+        with tf.control_dependencies(ranks):
+            inputs = {name: tf.identity(x) for name, x in inputs.items()}
+        checks = self._shapes(inputs, names, signature)
+        checks += self._token_ids(inputs["token_ids"])
+        with tf.control_dependencies(checks):
+            return {name: tf.identity(x) for name, x in inputs.items()}
+
+    def batch_size(self, batch_size):
+        check = self.tf.debugging.assert_greater_equal(
+            batch_size, 1, message="`batch_size` must be at least 1"
+        )
+        with self.tf.control_dependencies([check]):
+            return self.tf.identity(batch_size)
+
+    def _memory_text(self):
+        tokens, hidden = self.memory_shape
+        return f"(batch_size, {tokens}, {hidden})"
+
+    def _rank(self, x, name, expected):
+        tf = self.tf
+        dims = expected.count(",") + 1
+        # The number of dimensions, computed so that it cannot be folded.
+        rank = tf.shape(tf.where(tf.shape(x) >= 0))[0]
+        return tf.debugging.assert_equal(
+            rank,
+            dims,
+            message=f"`{name}` must have {dims} dimensions, {expected}",
+        )
+
+    def _shapes(self, inputs, names, signature):
+        tf = self.tf
+        first = names[0]
+        shape = tf.shape(inputs[first])[:2]
+        checks = [
+            tf.debugging.assert_greater_equal(
+                shape[0],
+                1,
+                message=f"`{first}` must hold at least one row "
+                "(batch_size >= 1)",
+            ),
+            tf.debugging.assert_greater_equal(
+                shape[1],
+                1,
+                message=f"`{first}` must hold at least one token (length >= 1)",
+            ),
+        ]
+        checks += [
+            tf.debugging.assert_equal(
+                tf.shape(inputs[name]),
+                shape,
+                message=(
+                    f"`{name}` must have the batch size and length of `{first}`"
+                ),
+            )
+            for name in names[1:]
+        ]
+        if "memory" in inputs:
+            expected = tf.concat([shape[:1], self.memory_shape], axis=0)
+            checks.append(
+                tf.debugging.assert_equal(
+                    tf.shape(inputs["memory"]),
+                    expected,
+                    message=(
+                        f"`memory` must have shape {self._memory_text()}, "
+                        f"with the batch size of `{first}`"
+                    ),
+                )
+            )
+        if signature == "serve_segment":
+            checks.append(self._segment_length(shape[1]))
+        if signature == "serve_segment" and self.alignment != "left":
+            # Always fails when run (a batch size is never negative), in a
+            # form that cannot be decided while the graph is built.
+            checks.append(
+                tf.debugging.assert_less(
+                    shape[0],
+                    0,
+                    message=(
+                        "serve_segment is not available for this model: it "
+                        f"aligns segments to the {self.alignment} "
+                        f"(alignment={self.alignment}: the short segment "
+                        "of each row comes first, where the length of the "
+                        "row puts it), so a stream cut into segments of "
+                        f"{self.segment_length} tokens would not give the "
+                        "outputs of serve. Call serve with whole inputs"
+                    ),
+                )
+            )
+        return checks
+
+    def _segment_length(self, length):
+        limit = self.segment_length
+        return self.tf.debugging.assert_less_equal(
+            length,
+            limit,
             message=(
-                f"`{name}` must have the batch size and length of `{first}`"
+                f"serve_segment takes at most {limit} tokens per call "
+                f"(segment_length={limit}): cut longer inputs into "
+                f"segments of {limit} tokens, or call serve"
             ),
         )
-        for name in names[1:]
-    ]
-    if "memory" in inputs:
-        memory = inputs["memory"]
-        # Signature callers (TF Serving, `signatures[...]`) can pass any
-        # shape: the signature's own shape is not enforced.
-        expected = tf.concat([shape[:1], memory.shape[1:]], axis=0)
-        checks.append(
-            tf.debugging.assert_equal(
-                tf.shape(memory),
-                expected,
-                message=(
-                    "`memory` must have shape (batch_size, "
-                    f"{memory.shape[1]}, {memory.shape[2]}), with the batch "
-                    f"size of `{first}`"
-                ),
-            )
-        )
-    if limit is not None:
-        checks.append(
-            tf.debugging.assert_less_equal(
-                shape[1],
-                limit,
-                message=(
-                    f"serve_segment takes at most {limit} tokens per call "
-                    f"(segment_length={limit}): cut longer inputs into "
-                    f"segments of {limit} tokens, or call serve"
-                ),
-            )
-        )
-    with tf.control_dependencies(checks):
-        return {name: tf.identity(value) for name, value in inputs.items()}
+
+    def _token_ids(self, token_ids):
+        tf = self.tf
+        size = self.vocabulary_size
+        message = f"`token_ids` must be in [0, {size}) (vocabulary_size={size})"
+        return [
+            tf.debugging.assert_non_negative(token_ids, message=message),
+            tf.debugging.assert_less(token_ids, size, message=message),
+        ]

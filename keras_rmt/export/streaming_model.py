@@ -42,8 +42,10 @@ def streaming_model(model, memory_input=True):
         token axis of unknown length (optional inputs, and an input named
         `"memory"`, left out), plus `"memory"` of shape
         `(batch_size, num_tokens, hidden_dim)` when `memory_input` is true;
-        and returning a dict of `model`'s outputs (by key, or by output name
-        when `model` has a list of outputs) plus `"memory"`.
+        and returning a dict of `model`'s outputs plus `"memory"`: a dict
+        of outputs keeps its keys; a single output is named `"logits"`, or
+        `"sequence_output"` when it is the RecurrentSegments layer's token
+        outputs. Several outputs must come as a dict.
 
     Example:
     ```python
@@ -102,14 +104,14 @@ def streaming_model(model, memory_input=True):
             if memory is not None:
                 layer_inputs["memory"] = memory
             outputs = layer(layer_inputs, *args[1:], **kwargs)
-            written["memory"] = outputs["memory"]
+            written.update(outputs)
             return outputs
         if _is_functional(layer) and _holds(layer, rmt):
             return _replay(layer, args[0], call)
         return layer(*args, **kwargs)
 
     outputs = _replay(model, _in_structure(model.input, replayed), call)
-    outputs = dict(_named(outputs, keras.tree.flatten(outputs), model))
+    outputs = named_outputs(model, outputs, written["sequence_output"])
     if "memory" in outputs and outputs["memory"] is not written["memory"]:
         raise ValueError(
             "The model already has an output named 'memory' that is not the "
@@ -170,13 +172,34 @@ def _is_optional(tensor):
     return getattr(tensor._keras_history.operation, "optional", False)
 
 
-def _named(structure, flat, model=None):
-    """(name, tensor) pairs: dict keys, else the tensors' or outputs' names."""
+def _named(structure, flat):
+    """(name, tensor) pairs: dict keys, else the tensors' names."""
     if isinstance(structure, dict):
         return list(structure.items())
-    if model is not None:
-        return list(zip(model.output_names, flat))
     return [(tensor.name, tensor) for tensor in flat]
+
+
+def named_outputs(model, outputs, sequence_output):
+    """`model`'s outputs by the names they are served under.
+
+    A dict of outputs keeps its keys. A single output is `"sequence_output"`
+    when it is the RecurrentSegments layer's token outputs, else `"logits"`:
+    never the name of the layer that made it, which Keras numbers by how
+    many layers the process built.
+    """
+    if isinstance(outputs, dict):
+        return dict(outputs)
+    flat = keras.tree.flatten(outputs)
+    if len(flat) == 1:
+        name = "sequence_output" if flat[0] is sequence_output else "logits"
+        return {name: flat[0]}
+    raise ValueError(
+        "Streaming and export name the served outputs by the keys of a "
+        "dict: build the model with a dict of outputs, e.g. "
+        "`keras.Model(inputs, {'logits': ..., 'scores': ...})`. Received: "
+        f"model {model.name!r} with {len(flat)} outputs in a "
+        f"{type(outputs).__name__}"
+    )
 
 
 def _in_structure(structure, by_name):

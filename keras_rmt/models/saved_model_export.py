@@ -5,9 +5,10 @@ class SavedModelExport:
         """Writes the model for serving.
 
         With `format="tf_saved_model"` (the default), a TF SavedModel with
-        the signatures `serve`, `serve_segment` and `initial_memory`: see
-        `keras_rmt.export.export_saved_model`. Other formats go to
-        `keras.Model.export`.
+        the signatures `serve`, `serve_segment`, `initial_memory` and
+        `metadata`, written atomically; pass `overwrite=True` to replace an
+        existing export: see `keras_rmt.export.export_saved_model`. Other
+        formats go to `keras.Model.export`.
         """
         # Imported here: the export module reads the backend's own API.
         from keras_rmt.export.saved_model import export_task
