@@ -4,10 +4,7 @@ import keras
 import keras_hub
 import numpy as np
 import pytest
-from conftest import backbone_inputs
-from conftest import make_backbone
-from conftest import numpy
-from conftest import random_batch
+from conftest import backbone_inputs, make_backbone, numpy, random_batch
 from keras.src import ops as src_ops
 from keras_hub.src.models.gemma import gemma_attention
 
