@@ -1,7 +1,6 @@
 """Attention with dropout in the config runs fused when not training."""
 
 import keras
-import keras_hub
 import numpy as np
 import pytest
 from conftest import backbone_inputs, make_backbone, numpy, random_batch
@@ -11,8 +10,9 @@ from keras_hub.src.models.gemma import gemma_attention
 import keras_rmt
 from keras_rmt.backbones.inference_attention import fuse_attention_at_inference
 
-SEGMENTS = 3
+SEGMENTS = 2
 SEGMENT_LENGTH = 4
+NUM_LAYERS = 2  # of every tiny backbone of conftest.py
 
 
 def _with_dropout(family, rate):
@@ -33,6 +33,23 @@ def _rmt(backbone):
         # One trace of the backbone per segment, on every backend.
         segment_loop="unrolled",
     )
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    """Per family: an RMT with dropout 0, one with 0.1, same weights."""
+    built = {}
+
+    def pair(family):
+        if family not in built:
+            plain = _rmt(_with_dropout(family, 0.0))
+            with_dropout = _rmt(_with_dropout(family, 0.1))
+            with_dropout.memory.set_weights(plain.memory.get_weights())
+            batch = random_batch(2, SEGMENTS * SEGMENT_LENGTH, seed=1)
+            built[family] = plain, with_dropout, backbone_inputs(batch, family)
+        return built[family]
+
+    return pair
 
 
 @pytest.fixture
@@ -57,45 +74,42 @@ def fused_calls(monkeypatch):
 
 @pytest.mark.parametrize("family", ["gpt2", "bert", "gemma"])
 def test_inference_with_dropout_is_fused_and_equals_dropout_zero(
-    family, fused_calls
+    family, pairs, fused_calls
 ):
-    batch = backbone_inputs(
-        random_batch(2, SEGMENTS * SEGMENT_LENGTH, seed=1), family
-    )
-    plain = _rmt(_with_dropout(family, 0.0))
-    with_dropout = _rmt(_with_dropout(family, 0.1))
-    with_dropout.memory.set_weights(plain.memory.get_weights())
+    plain, with_dropout, batch = pairs(family)
     expected = numpy(plain(batch, training=False))
 
     del fused_calls[:]
     outputs = numpy(with_dropout(batch, training=False))
     # Every attention layer of every segment took the fused op.
-    assert len(fused_calls) == 2 * SEGMENTS
+    assert len(fused_calls) == NUM_LAYERS * SEGMENTS
     for name in ("sequence_output", "memory"):
         np.testing.assert_allclose(
             outputs[name], expected[name], rtol=1e-6, atol=1e-6
         )
+
+
+def test_compiled_inference_with_dropout_equals_dropout_zero(pairs):
+    plain, with_dropout, batch = pairs("gpt2")
+    expected = numpy(plain(batch, training=False))
     inferred = numpy(with_dropout.infer(batch))
-    np.testing.assert_allclose(
-        inferred["sequence_output"],
-        expected["sequence_output"],
-        rtol=1e-5,
-        atol=1e-5,
-    )
+    for name in ("sequence_output", "memory"):
+        np.testing.assert_allclose(
+            inferred[name], expected[name], rtol=1e-5, atol=1e-5
+        )
 
 
-def test_training_still_applies_attention_dropout(fused_calls):
-    batch = random_batch(2, SEGMENTS * SEGMENT_LENGTH, seed=1)
-    rmt = _rmt(_with_dropout("gpt2", 0.1))
-    inference = numpy(rmt(batch, training=False))["sequence_output"]
+def test_training_still_applies_attention_dropout(pairs, fused_calls):
+    _, with_dropout, batch = pairs("gpt2")
+    inference = numpy(with_dropout(batch, training=False))["sequence_output"]
 
     del fused_calls[:]
     keras.utils.set_random_seed(1)
-    first = numpy(rmt(batch, training=True))["sequence_output"]
+    first = numpy(with_dropout(batch, training=True))["sequence_output"]
     # Training keeps Keras' own path, with its attention-probability dropout.
     assert fused_calls == []
     keras.utils.set_random_seed(2)
-    second = numpy(rmt(batch, training=True))["sequence_output"]
+    second = numpy(with_dropout(batch, training=True))["sequence_output"]
     assert np.abs(first - second).max() > 1e-3
     assert np.abs(first - inference).max() > 1e-3
 
@@ -117,4 +131,3 @@ def test_layers_without_dropout_are_left_alone():
     layer = backbone.transformer_layers[0]._self_attention_layer
     fuse_attention_at_inference(backbone)
     assert not hasattr(layer.call, "_keras_rmt_fused_at_inference")
-    assert isinstance(layer, keras_hub.layers.CachedMultiHeadAttention)
