@@ -72,7 +72,20 @@ def fused_calls(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("family", ["gpt2", "bert", "gemma"])
+@pytest.mark.parametrize(
+    "family",
+    [
+        "gpt2",
+        "bert",
+        pytest.param(
+            "gemma",
+            marks=pytest.mark.skipif(
+                keras.backend.backend() == "tensorflow",
+                reason="keras-hub's Gemma attention never fuses on TensorFlow",
+            ),
+        ),
+    ],
+)
 def test_inference_with_dropout_is_fused_and_equals_dropout_zero(
     family, pairs, fused_calls
 ):
