@@ -144,3 +144,16 @@ def test_layers_without_dropout_are_left_alone():
     layer = backbone.transformer_layers[0]._self_attention_layer
     fuse_attention_at_inference(backbone)
     assert not hasattr(layer.call, "_keras_rmt_fused_at_inference")
+
+
+def test_training_passed_by_position_keeps_the_dropout(fused_calls):
+    backbone = _with_dropout("gpt2", 0.1)
+    fuse_attention_at_inference(backbone)
+    layer = backbone.transformer_layers[0]._self_attention_layer
+    x = keras.random.normal((1, 4, 16))
+    # query, value, key, attention_mask, cache, cache_update_index,
+    # return_attention_scores, training
+    layer.call(x, x, None, None, None, None, False, True)
+    assert fused_calls == []
+    layer.call(x, x, None, None, None, None, False, False)
+    assert len(fused_calls) == 1

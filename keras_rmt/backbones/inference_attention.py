@@ -1,6 +1,7 @@
 """Fused attention at inference for backbones whose config has dropout."""
 
 import functools
+import inspect
 
 import keras
 
@@ -53,11 +54,13 @@ def fuse_attention_at_inference(backbone):
 
 def _call_without_dropout_at_inference(layer, attribute):
     call = layer.call
+    signature = inspect.signature(call)
 
     # `wraps` keeps the signature Keras reads to pass `training` along.
     @functools.wraps(call)
     def wrapped(*args, **kwargs):
-        if kwargs.get("training"):
+        arguments = signature.bind_partial(*args, **kwargs).arguments
+        if arguments.get("training"):
             return call(*args, **kwargs)
         rate = getattr(layer, attribute)
         setattr(layer, attribute, 0.0)
