@@ -26,7 +26,7 @@ def fuse_attention_at_inference(backbone):
     Keras' `MultiHeadAttention` (and the keras-hub attention layers built on
     it or modelled after it) call the fused `keras.ops.dot_product_attention`
     only when their attention-probability dropout rate is 0, even when not
-    training. Every keras-hub preset has dropout 0.1 in its config, so
+    training. keras-hub presets carry dropout 0.1 in their configs, so
     inference paid for a score matrix, a float32 softmax and a dropout layer
     that does nothing.
 
@@ -36,8 +36,9 @@ def fuse_attention_at_inference(backbone):
     function is the same and the fused path is taken. Training calls are
     untouched and keep their dropout. The rate is a Python number read while
     the call is traced, so compiled inference (`infer`, `predict`,
-    generation, export) is fused too. Calling it again on the same backbone
-    does nothing.
+    generation, export) is fused too. The layers are changed in place, so
+    the backbone called on its own is fused at inference as well; calling
+    this again on the same backbone does nothing.
 
     Args:
         backbone: `keras.layers.Layer`. Its attention layers are found among
