@@ -80,6 +80,20 @@ def _setup(config):
     keras.config.set_dtype_policy(config["dtype_policy"])
     if config.get("flash"):
         keras.config.enable_flash_attention()
+    if config.get("unfused_inference"):
+        # As before attention read its dropout rate as 0 at inference: the
+        # "before" column of the inference comparison.
+        from keras_rmt.layers import recurrent_segments
+
+        recurrent_segments.fuse_attention_at_inference = lambda backbone: None
+    if config.get("scan_unroll"):
+        # A candidate loop, measured without a library option: the scan over
+        # segments with `unroll` iterations traced together.
+        import functools
+
+        keras.ops.scan = functools.partial(
+            keras.ops.scan, unroll=config["scan_unroll"]
+        )
     if config.get("data_parallel"):
         import jax
 
@@ -92,9 +106,10 @@ def _setup(config):
 
 
 def _backbone(config, max_sequence_length):
+    import keras
     import keras_hub
 
-    return keras_hub.models.GPT2Backbone(
+    backbone = keras_hub.models.GPT2Backbone(
         vocabulary_size=config["vocabulary_size"],
         num_layers=config["num_layers"],
         num_heads=config["num_heads"],
@@ -103,6 +118,13 @@ def _backbone(config, max_sequence_length):
         dropout=config["dropout"],
         max_sequence_length=max_sequence_length,
     )
+    if config.get("no_attention_dropout"):
+        # Ablation (changes the model): no attention-probability dropout,
+        # the other dropouts kept. What a free attention dropout would buy.
+        for layer in backbone._flatten_layers():
+            if isinstance(layer, keras.layers.MultiHeadAttention):
+                layer._dropout = 0.0
+    return backbone
 
 
 def _rmt(config):
@@ -131,6 +153,11 @@ def _log(config, row):
     row = {**row, "flash": config["flash"], "dropout": config["dropout"]}
     row.update(remat=config["remat"], xla_flags=os.environ.get("XLA_FLAGS"))
     row.update(segment_loop=config["segment_loop"])
+    row.update(
+        unfused_inference=config["unfused_inference"],
+        scan_unroll=config["scan_unroll"],
+        no_attention_dropout=config["no_attention_dropout"],
+    )
     print(json.dumps(row), flush=True)
     if config.get("log"):
         with open(config["log"], "a") as file:
@@ -372,6 +399,23 @@ def _parse():
     parser.add_argument("--remat", action="store_true")
     parser.add_argument("--no-lm-head", action="store_true")
     parser.add_argument(
+        "--unfused-inference",
+        action="store_true",
+        help="attention with dropout in the config is not fused at inference "
+        "(as before keras-rmt read its rate as 0 when not training)",
+    )
+    parser.add_argument(
+        "--no-attention-dropout",
+        action="store_true",
+        help="ablation: attention probabilities without dropout",
+    )
+    parser.add_argument(
+        "--scan-unroll",
+        type=int,
+        default=0,
+        help="segments traced together in each iteration of the scan",
+    )
+    parser.add_argument(
         "--triton-gemm",
         action="store_true",
         help="with --gpu, keep XLA's Triton matrix multiplies (by default "
@@ -404,6 +448,9 @@ def main():
         flash=args.flash,
         remat=args.remat,
         no_lm_head=args.no_lm_head,
+        unfused_inference=args.unfused_inference,
+        no_attention_dropout=args.no_attention_dropout,
+        scan_unroll=args.scan_unroll,
         segment_loop=args.segment_loop,
         seconds=args.seconds or (0.5 if args.quick else 2.0),
         data_parallel=args.data_parallel,

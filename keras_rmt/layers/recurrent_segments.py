@@ -4,6 +4,7 @@ from keras import ops
 
 from keras_rmt.backbones.backbone_body import BackboneBody
 from keras_rmt.backbones.decoder_stack import TransformerDecoderStack
+from keras_rmt.backbones.inference_attention import fuse_attention_at_inference
 from keras_rmt.backbones.memory_layout import LAYOUTS
 from keras_rmt.layers.memory_tokens import MemoryTokens
 from keras_rmt.utils import segmentation
@@ -183,6 +184,7 @@ class RecurrentSegments(keras.layers.Layer):
         check_choice("segment_loop", segment_loop, SEGMENT_LOOPS)
         _check_backend_allows(segment_loop, remat)
         body = BackboneBody(backbone)
+        fuse_attention_at_inference(backbone)
         if memory_layout == "auto":
             memory_layout = "decoder" if body.is_causal() else "encoder"
         elif memory_layout == "encoder":

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The measurements of issue 18 (benchmarks/README.md), in one device call.
+# Usage (on the GPU machine, wheels installed, PYTHONPATH set, the reference
+# file in benchmarks/reference_rmt/):
+#   [PART=2] bash benchmarks/gpu_issue18.sh OUT_DIR
+set -u
+out=${1:-.}
+export KERAS_BACKEND=jax CUDA_VISIBLE_DEVICES=0
+log="$out/rows.jsonl"
+# Each point gets a time limit; optional points run only while the call has
+# time left (the device tool stops a command at 600 s).
+one() {
+  local limit=$1; shift
+  if (( SECONDS + limit > ${BUDGET_S:-560} )); then
+    echo "skipped (no time left): $*"; return
+  fi
+  timeout "$limit" python benchmarks/run.py --gpu --log "$log" --out /dev/null \
+    --seconds 1.5 "$@" 2>&1 | grep -v "^I0000\|^W0000\|^WARNING: All log"
+}
+if [[ ${PART:-1} == 1 ]]; then
+# Target 1: inference with dropout 0.1 in the config, after and before the
+# change, and with dropout 0 in the config.
+one 60 --kinds rmt_infer --infer-segments 8,32 --dropout 0.1
+one 60 --kinds rmt_infer --infer-segments 8,32 --dropout 0.1 --unfused-inference
+one 60 --kinds rmt_infer --infer-segments 8,32 --dropout 0
+# The reference, same card, same run.
+timeout 90 python benchmarks/reference.py --segments 8 --dropout 0.1 \
+  --kinds reference_train --log "$log"
+timeout 60 python benchmarks/reference.py --segments 8,32 --dropout 0.1 \
+  --kinds reference_infer --log "$log"
+timeout 60 python benchmarks/reference.py --segments 8 --dropout 0 \
+  --kinds reference_train --log "$log"
+# Training, default options (segment_loop="auto": a scan on JAX).
+one 110 --kinds rmt_train --train-segments 8 --dropout 0.1
+one 90 --kinds rmt_train --train-segments 8 --dropout 0
+# Target 4 candidates: a partially unrolled scan.
+one 110 --kinds rmt_train --train-segments 8 --dropout 0 --scan-unroll 2
+one 110 --kinds rmt_train --train-segments 8 --dropout 0.1 --scan-unroll 2
+fi
+if [[ ${PART:-1} == 2 ]]; then
+  # Second call: where training with dropout 0.1 loses its time.
+  one 100 --kinds rmt_train --train-segments 8 --dropout 0.1 --no-attention-dropout
+  one 100 --kinds rmt_train --train-segments 8 --dropout 0.1 --remat
+  one 100 --kinds rmt_train --train-segments 8 --dropout 0 --scan-unroll 4
+  one 150 --kinds rmt_train --train-segments 1,32 --dropout 0.1 --remat
+fi
+echo "done at ${SECONDS}s"
