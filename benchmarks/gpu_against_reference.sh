@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The measurements of issue 18 (benchmarks/README.md), in one device call.
+# keras-rmt against the reference RMT on one GPU (benchmarks/README.md), in one device call.
 # Usage (on the GPU machine, wheels installed, PYTHONPATH set, the reference
 # file in benchmarks/reference_rmt/):
-#   [PART=2] bash benchmarks/gpu_issue18.sh OUT_DIR
+#   [PART=2] bash benchmarks/gpu_against_reference.sh OUT_DIR
 set -u
 out=${1:-.}
 export KERAS_BACKEND=jax CUDA_VISIBLE_DEVICES=0

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU measurements of benchmarks/README.md, in the order they were run.
 # Usage (on the GPU machine, wheels installed, PYTHONPATH set): 
-#   bash benchmarks/gpu_issue6.sh OUT_DIR PART
+#   bash benchmarks/gpu_speed_and_scaling.sh OUT_DIR PART
 set -u
 out=${1:-.}; part=${2:-all}
 export KERAS_BACKEND=jax
