@@ -62,7 +62,10 @@ def test_wheel_installs_in_clean_venv_and_quick_start_runs(tmp_path):
     _run([sys.executable, "-m", "venv", venv])
     python = venv / "bin" / "python"
     # keras-hub brings tensorflow-text and so TensorFlow: no extra backend.
-    _run([python, "-m", "pip", "install", "-q", f"{wheel}[tensorflow]"])
+    # No byte-compiling of TensorFlow's thousands of modules: most of the
+    # install's CPU time, and the quick start compiles what it imports.
+    install = [python, "-m", "pip", "install", "-q", "--no-compile"]
+    _run([*install, f"{wheel}[tensorflow]"])
     script = tmp_path / "quick_start.py"
     script.write_text(_quick_start())
     output = _run(
