@@ -62,8 +62,8 @@ def test_wheel_installs_in_clean_venv_and_quick_start_runs(tmp_path):
     _run([sys.executable, "-m", "venv", venv])
     python = venv / "bin" / "python"
     # keras-hub brings tensorflow-text and so TensorFlow: no extra backend.
-    # No byte-compiling of TensorFlow's thousands of modules: most of the
-    # install's CPU time, and the quick start compiles what it imports.
+    # No byte-compiling of the installed packages (TensorFlow's thousands of
+    # modules): the quick start compiles what it imports.
     install = [python, "-m", "pip", "install", "-q", "--no-compile"]
     _run([*install, f"{wheel}[tensorflow]"])
     script = tmp_path / "quick_start.py"
