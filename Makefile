@@ -17,20 +17,29 @@ lint:
 	$(PYTHON) -m ruff check keras_rmt tests examples benchmarks
 	$(PYTHON) -m ruff format --check keras_rmt tests examples benchmarks
 
-# One process per backend, the three side by side (they share the cores
-# better than one after another); each writes test_logs/BACKEND.log, printed
-# whole when it fails. The wheel check is backend-free and runs once.
+# Four processes side by side (they share the cores better than one after
+# another): one per backend, and one under TensorFlow for the tests marked
+# `backend_independent` (NumPy, tf.data and string work, the wheel check),
+# which the per-backend runs deselect, so they run once. Each writes
+# test_logs/RUN.log (RUN: a backend or backend_independent), printed whole
+# when it fails.
+RUNS := $(BACKENDS) backend_independent
+
 test: install-test lint
-	$(PYTEST) tests/packaging
 	@mkdir -p test_logs; pids=""; \
-	for backend in $(BACKENDS); do \
-		KERAS_BACKEND=$$backend $(PYTEST) --durations=5 tests \
-			--ignore=tests/packaging > test_logs/$$backend.log 2>&1 & \
-		pids="$$pids $$backend:$$!"; \
+	for run in $(RUNS); do \
+		if [ $$run = backend_independent ]; then \
+			backend=tensorflow; marks="backend_independent"; \
+		else \
+			backend=$$run; marks="not backend_independent"; \
+		fi; \
+		KERAS_BACKEND=$$backend $(PYTEST) --durations=5 -m "$$marks" \
+			tests > test_logs/$$run.log 2>&1 & \
+		pids="$$pids $$run:$$!"; \
 	done; \
 	status=0; for entry in $$pids; do \
-		backend=$${entry%%:*}; echo "=== KERAS_BACKEND=$$backend ==="; \
-		if wait $${entry##*:}; then tail -n 8 test_logs/$$backend.log; \
-		else cat test_logs/$$backend.log; status=1; fi; \
+		run=$${entry%%:*}; echo "=== $$run ==="; \
+		if wait $${entry##*:}; then tail -n 8 test_logs/$$run.log; \
+		else cat test_logs/$$run.log; status=1; fi; \
 	done; \
 	exit $$status

@@ -3,6 +3,8 @@ import pytest
 
 from keras_rmt.datasets import associative_retrieval
 
+pytestmark = pytest.mark.backend_independent
+
 
 def test_answer_is_the_value_paired_with_the_asked_key():
     inputs, labels, weight = associative_retrieval(

@@ -6,6 +6,8 @@ import pytest
 
 from keras_rmt.datasets import bbc_news
 
+pytestmark = pytest.mark.backend_independent
+
 CATEGORIES = ["business", "entertainment", "politics", "sports", "tech"]
 
 

@@ -3,6 +3,8 @@ import pytest
 
 from keras_rmt.datasets import copy_sequence
 
+pytestmark = pytest.mark.backend_independent
+
 
 def test_target_is_the_source_repeated_after_the_separator():
     inputs, labels, weight = copy_sequence(

@@ -20,6 +20,19 @@ import keras_rmt
 BACKEND = keras.backend.backend()
 
 
+def only_on(*backends):
+    return pytest.mark.skipif(
+        BACKEND not in backends,
+        reason=f"runs on {' and '.join(backends)} only",
+    )
+
+
+def not_on(backend):
+    return pytest.mark.skipif(
+        BACKEND == backend, reason=f"runs on backends other than {backend}"
+    )
+
+
 def one_device_mesh():
     return keras.distribution.DeviceMesh(
         (1, 1), ("batch", "model"), devices=["cpu:0"]
@@ -29,6 +42,7 @@ def one_device_mesh():
 # === Layout maps (backend-free) ===
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize("family", ["GemmaBackbone", "LlamaBackbone"])
 def test_memory_is_laid_out_like_the_embedding_hidden_axis(family):
     backbone = getattr(keras_hub.models, family)
@@ -48,6 +62,7 @@ def test_memory_is_laid_out_like_the_embedding_hidden_axis(family):
     assert len(layout_map) == len(own) + 1
 
 
+@pytest.mark.backend_independent
 def test_layout_map_from_a_layer_follows_its_backbone_and_axis_names():
     rmt = make_rmt("llama", memory_layout="decoder")
     mesh = keras.distribution.DeviceMesh(
@@ -66,6 +81,7 @@ def test_layout_map_from_a_layer_follows_its_backbone_and_axis_names():
     assert layout_map[query].axes == ("shards", "data", None)
 
 
+@pytest.mark.backend_independent
 def test_layout_map_names_the_family_without_one():
     message = (
         "GPT2Backbone has no `get_layout_map`: keras-hub declares "
@@ -79,6 +95,7 @@ def test_layout_map_names_the_family_without_one():
     assert str(error.value).endswith("Received: backbone=GPT2Backbone")
 
 
+@pytest.mark.backend_independent
 def test_layout_map_refuses_what_is_not_a_backbone():
     with pytest.raises(ValueError, match="Received: backbone='gemma'"):
         keras_rmt.distribution.get_layout_map("gemma", one_device_mesh())
@@ -99,6 +116,7 @@ def test_batch_size_without_distribution_is_whole():
 # === Padding in the input pipeline ===
 
 
+@pytest.mark.backend_independent
 def test_pad_to_segments_pads_to_a_static_length():
     rows = [[5, 6, 7], [8, 9, 10, 11, 12]]
     dataset = tf.data.Dataset.from_generator(
@@ -180,118 +198,124 @@ def assert_trains_like_one_device(report, engine, single="single"):
     np.testing.assert_allclose(report[engine], single, rtol=1e-5)
 
 
-if BACKEND in ("jax", "tensorflow"):
-
-    def test_saved_under_distribution_reloads_on_one_device(trained):
-        _, folder = trained
-        assert len(tf.config.list_logical_devices("CPU")) == 1
-        if BACKEND == "jax":
-            assert len(keras.distribution.list_devices()) == 1
-        expected = np.load(folder / "outputs.npz")
-        model = keras.saving.load_model(folder / "distributed.keras")
-        inputs = {
-            name: expected[name] for name in ("token_ids", "padding_mask")
-        }
-        np.testing.assert_allclose(
-            model.predict(inputs, verbose=0), expected["logits"], atol=1e-5
-        )
+@only_on("jax", "tensorflow")
+def test_saved_under_distribution_reloads_on_one_device(trained):
+    _, folder = trained
+    assert len(tf.config.list_logical_devices("CPU")) == 1
+    if BACKEND == "jax":
+        assert len(keras.distribution.list_devices()) == 1
+    expected = np.load(folder / "outputs.npz")
+    model = keras.saving.load_model(folder / "distributed.keras")
+    inputs = {name: expected[name] for name in ("token_ids", "padding_mask")}
+    np.testing.assert_allclose(
+        model.predict(inputs, verbose=0), expected["logits"], atol=1e-5
+    )
 
 
-if BACKEND == "jax":
-
-    def test_data_parallel_over_4_devices_trains_like_one(trained):
-        report, _ = trained
-        assert report["devices"] == ["cpu:0", "cpu:1", "cpu:2", "cpu:3"]
-        assert_trains_like_one_device(report, "data_parallel")
-        for layout in report["data_parallel_layouts"].values():
-            assert layout["mesh"] == {"batch": 4}
-            assert layout["spec"] == [None] * len(layout["spec"])
-
-    def test_model_parallel_on_2x2_mesh_trains_like_one(trained):
-        report, _ = trained
-        assert_trains_like_one_device(report, "model_parallel")
-
-    def test_model_parallel_lays_weights_out_as_declared(trained):
-        report, _ = trained
-        layouts = report["model_parallel_layouts"]
-        for path, layout in layouts.items():
-            assert layout["mesh"] == {"batch": 2, "model": 2}
-            declared = layout["declared"] or [None] * len(layout["spec"])
-            assert layout["spec"] == declared, path
-        (memory,) = [p for p in layouts if p.endswith("/memory")]
-        assert layouts[memory]["spec"] == [None, "batch"]
-        assert layouts["token_embedding/embeddings"]["spec"] == [
-            "model",
-            "batch",
-        ]
-        assert layouts["head/kernel"]["spec"] == [None, None]
-
-    def test_causal_lm_task_under_model_parallel_trains_like_one(trained):
-        report, _ = trained
-        assert_trains_like_one_device(
-            report, "task_model_parallel", single="task_single"
-        )
-        layouts = report["task_layouts"]
-        for path, layout in layouts.items():
-            declared = layout["declared"] or [None] * len(layout["spec"])
-            assert layout["spec"] == declared, path
-        assert layouts["memory_tokens/memory"]["spec"] == [None, "batch"]
-        query = "transformer_layer_0/self_attention/query/kernel"
-        assert layouts[query]["spec"] == ["model", "batch", None]
-
-    def test_clear_errors_for_batch_and_mesh(trained):
-        report, _ = trained
-        assert report["batch_error"] == (
-            "The global batch size must be a multiple of the data-parallel "
-            "size, 4, so that each replica gets the same number of rows. "
-            "Use batch_size=4 or 8. Received: batch_size=6"
-        )
-        assert report["mesh_error"].startswith(
-            "A mesh of shape (2, 4) needs 8 devices, but 4 are given: "
-            "['cpu:0', 'cpu:1', 'cpu:2', 'cpu:3']."
-        )
-        assert "xla_force_host_platform_device_count" in report["mesh_error"]
-
-    def test_mesh_larger_than_this_process_is_refused():
-        with pytest.raises(ValueError, match=r"needs 4 devices, but 1 are"):
-            keras_rmt.distribution.device_mesh((2, 2))
+@only_on("jax")
+def test_data_parallel_over_4_devices_trains_like_one(trained):
+    report, _ = trained
+    assert report["devices"] == ["cpu:0", "cpu:1", "cpu:2", "cpu:3"]
+    assert_trains_like_one_device(report, "data_parallel")
+    for layout in report["data_parallel_layouts"].values():
+        assert layout["mesh"] == {"batch": 4}
+        assert layout["spec"] == [None] * len(layout["spec"])
 
 
-if BACKEND == "tensorflow":
-
-    def test_mirrored_strategy_on_2_devices_trains_like_one(trained):
-        report, _ = trained
-        assert report["replicas"] == 2
-        assert report["weight_devices"] == [
-            "/job:localhost/replica:0/task:0/device:CPU:0",
-            "/job:localhost/replica:0/task:0/device:CPU:1",
-        ]
-        assert_trains_like_one_device(report, "mirrored")
-
-    def test_causal_lm_task_under_mirrored_strategy_trains_like_one(trained):
-        report, _ = trained
-        assert_trains_like_one_device(
-            report, "task_mirrored", single="task_single"
-        )
-
-    def test_clear_error_for_batch_under_strategy(trained):
-        report, _ = trained
-        assert report["batch_error"] == (
-            "The global batch size must be a multiple of the data-parallel "
-            "size, 2, so that each replica gets the same number of rows. "
-            "Use batch_size=2 or 4. Received: batch_size=3"
-        )
+@only_on("jax")
+def test_model_parallel_on_2x2_mesh_trains_like_one(trained):
+    report, _ = trained
+    assert_trains_like_one_device(report, "model_parallel")
 
 
-if BACKEND != "jax":
+@only_on("jax")
+def test_model_parallel_lays_weights_out_as_declared(trained):
+    report, _ = trained
+    layouts = report["model_parallel_layouts"]
+    for path, layout in layouts.items():
+        assert layout["mesh"] == {"batch": 2, "model": 2}
+        declared = layout["declared"] or [None] * len(layout["spec"])
+        assert layout["spec"] == declared, path
+    (memory,) = [p for p in layouts if p.endswith("/memory")]
+    assert layouts[memory]["spec"] == [None, "batch"]
+    assert layouts["token_embedding/embeddings"]["spec"] == [
+        "model",
+        "batch",
+    ]
+    assert layouts["head/kernel"]["spec"] == [None, None]
 
-    def test_device_mesh_needs_keras_distribution_on_jax():
-        message = (
-            "`keras_rmt.distribution.device_mesh` builds a "
-            "`keras.distribution` setup, which keras-rmt supports on the JAX "
-            "backend. On TensorFlow use a `tf.distribute` strategy "
-            "(docs/distributed.md); the torch backend has no "
-            f"`keras.distribution` support. Received: backend='{BACKEND}'"
-        )
-        with pytest.raises(ValueError, match=re.escape(message)):
-            keras_rmt.distribution.device_mesh((1, 1))
+
+@only_on("jax")
+def test_causal_lm_task_under_model_parallel_trains_like_one(trained):
+    report, _ = trained
+    assert_trains_like_one_device(
+        report, "task_model_parallel", single="task_single"
+    )
+    layouts = report["task_layouts"]
+    for path, layout in layouts.items():
+        declared = layout["declared"] or [None] * len(layout["spec"])
+        assert layout["spec"] == declared, path
+    assert layouts["memory_tokens/memory"]["spec"] == [None, "batch"]
+    query = "transformer_layer_0/self_attention/query/kernel"
+    assert layouts[query]["spec"] == ["model", "batch", None]
+
+
+@only_on("jax")
+def test_clear_errors_for_batch_and_mesh(trained):
+    report, _ = trained
+    assert report["batch_error"] == (
+        "The global batch size must be a multiple of the data-parallel "
+        "size, 4, so that each replica gets the same number of rows. "
+        "Use batch_size=4 or 8. Received: batch_size=6"
+    )
+    assert report["mesh_error"].startswith(
+        "A mesh of shape (2, 4) needs 8 devices, but 4 are given: "
+        "['cpu:0', 'cpu:1', 'cpu:2', 'cpu:3']."
+    )
+    assert "xla_force_host_platform_device_count" in report["mesh_error"]
+
+
+@only_on("jax")
+def test_mesh_larger_than_this_process_is_refused():
+    with pytest.raises(ValueError, match=r"needs 4 devices, but 1 are"):
+        keras_rmt.distribution.device_mesh((2, 2))
+
+
+@only_on("tensorflow")
+def test_mirrored_strategy_on_2_devices_trains_like_one(trained):
+    report, _ = trained
+    assert report["replicas"] == 2
+    assert report["weight_devices"] == [
+        "/job:localhost/replica:0/task:0/device:CPU:0",
+        "/job:localhost/replica:0/task:0/device:CPU:1",
+    ]
+    assert_trains_like_one_device(report, "mirrored")
+
+
+@only_on("tensorflow")
+def test_causal_lm_task_under_mirrored_strategy_trains_like_one(trained):
+    report, _ = trained
+    assert_trains_like_one_device(report, "task_mirrored", single="task_single")
+
+
+@only_on("tensorflow")
+def test_clear_error_for_batch_under_strategy(trained):
+    report, _ = trained
+    assert report["batch_error"] == (
+        "The global batch size must be a multiple of the data-parallel "
+        "size, 2, so that each replica gets the same number of rows. "
+        "Use batch_size=2 or 4. Received: batch_size=3"
+    )
+
+
+@not_on("jax")
+def test_device_mesh_needs_keras_distribution_on_jax():
+    message = (
+        "`keras_rmt.distribution.device_mesh` builds a "
+        "`keras.distribution` setup, which keras-rmt supports on the JAX "
+        "backend. On TensorFlow use a `tf.distribute` strategy "
+        "(docs/distributed.md); the torch backend has no "
+        f"`keras.distribution` support. Received: backend='{BACKEND}'"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        keras_rmt.distribution.device_mesh((1, 1))

@@ -1,6 +1,7 @@
 import json
 
 import first_token_recall
+import pytest
 import serve_streaming
 
 
@@ -51,6 +52,7 @@ def test_copy_reverse_writes_accuracy_by_segments_and_plot(tmp_path):
     assert written["runs"]["RMT"][0]["segment_length"] == 6
 
 
+@pytest.mark.backend_independent
 def test_curriculum_data_grows_the_task_share_inside_one_shape():
     import example_training
     import numpy as np
@@ -124,6 +126,7 @@ def test_build_model_redraws_the_backbone_weights_at_the_scale_given():
     np.testing.assert_array_equal(redrawn["gamma"], kept["gamma"])
 
 
+@pytest.mark.backend_independent
 def test_facts_batches_hold_one_to_num_facts_facts_when_varied():
     import facts_in_noise
     import numpy as np

@@ -3,6 +3,8 @@ import pytest
 
 from keras_rmt.datasets import facts_in_noise
 
+pytestmark = pytest.mark.backend_independent
+
 WORDS = facts_in_noise.VOCABULARY
 
 

@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 from conftest import make_rmt, numpy
+from test_case import run_layer_test
 
 import keras_rmt
 
@@ -21,7 +22,12 @@ def test_memory_is_broadcast_over_the_batch():
     np.testing.assert_array_equal(out, np.ones((2, 3, 4)))
 
 
-def test_config_round_trip():
-    layer = keras_rmt.layers.MemoryTokens(3, initializer="zeros", name="mem")
-    clone = keras_rmt.layers.MemoryTokens.from_config(layer.get_config())
-    assert clone.get_config() == layer.get_config()
+def test_builds_serializes_reloads_and_trains(tmp_path):
+    run_layer_test(
+        keras_rmt.layers.MemoryTokens,
+        {"num_tokens": 3, "initializer": "random_normal", "name": "mem"},
+        np.zeros((2, 5, 4), "float32"),
+        (2, 3, 4),
+        tmp_path,
+        expected_num_trainable_weights=1,
+    )

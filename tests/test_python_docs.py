@@ -5,6 +5,8 @@ import pytest
 
 from keras_rmt.datasets import python_docs
 
+pytestmark = pytest.mark.backend_independent
+
 
 def test_rows_are_the_text_bytes_and_labels_the_next_byte():
     inputs, labels = python_docs(100, split="train", max_bytes=1001)

@@ -1,6 +1,9 @@
 import numpy as np
+import pytest
 
 from keras_rmt.datasets import copy_sequence, reverse_sequence
+
+pytestmark = pytest.mark.backend_independent
 
 
 def test_equals_copy_sequence_reversed_with_a_target_as_long_as_the_source():

@@ -9,6 +9,8 @@ import tensorflow as tf
 
 import keras_rmt
 
+pytestmark = pytest.mark.backend_independent
+
 Preprocessor = keras_rmt.models.RMTCausalLMPreprocessor
 
 # WordPiece ids (tests/conftest.py): [PAD]=0 [CLS]=2 [SEP]=3, the=41

@@ -10,6 +10,7 @@ from conftest import (
     random_batch,
     save_local_preset,
 )
+from test_case import run_task_test
 
 import keras_rmt
 
@@ -109,15 +110,13 @@ def test_fit_lowers_the_loss_and_evaluate_reports_the_last_segment(
     )
 
 
-def test_keras_file_round_trip_gives_identical_outputs(tmp_path):
+def test_serializes_reloads_with_identical_outputs_and_trains(tmp_path):
     classifier = _classifier("bert", segment_loss="mean", dropout=0.1)
     batch = backbone_inputs(random_batch(2, 11, lengths=LENGTHS), "bert")
-    expected = classifier.predict(batch, verbose=0)
-    classifier.save(tmp_path / "classifier.keras")
-    restored = keras.saving.load_model(tmp_path / "classifier.keras")
-    assert isinstance(restored, keras_rmt.models.RMTTextClassifier)
+    restored = run_task_test(
+        classifier, (batch, np.array([2, 0])), (2, 3), tmp_path
+    )
     assert restored.segment_loss == "mean"
-    np.testing.assert_array_equal(restored.predict(batch, verbose=0), expected)
 
 
 def _bert_tokenizer():

@@ -6,6 +6,8 @@ import tensorflow as tf
 
 from keras_rmt.utils import segment_packing as packing
 
+pytestmark = pytest.mark.backend_independent
+
 OPS = {"numpy": packing.NumpyOps, "tensorflow": packing.TFOps}
 
 

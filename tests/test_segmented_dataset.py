@@ -13,6 +13,7 @@ def _make_batch(batch_size, num_segments, rng):
     return inputs, token_ids + 1
 
 
+@pytest.mark.backend_independent
 def test_num_segments_sets_the_width_of_the_next_batches():
     data = SegmentedDataset(
         _make_batch, batch_size=2, num_batches=3, segment_length=4
@@ -23,6 +24,7 @@ def test_num_segments_sets_the_width_of_the_next_batches():
     assert len(data) == data.num_batches == 3
 
 
+@pytest.mark.backend_independent
 def test_batches_repeat_for_a_seed_and_change_between_epochs():
     data = SegmentedDataset(_make_batch, 2, 3, segment_length=4, seed=5)
     first = data[1][0]["token_ids"]
@@ -31,6 +33,7 @@ def test_batches_repeat_for_a_seed_and_change_between_epochs():
     assert not np.array_equal(first, data[1][0]["token_ids"])
 
 
+@pytest.mark.backend_independent
 def test_vary_n_segments_draws_each_batch_from_one_to_num_segments():
     data = SegmentedDataset(
         _make_batch, 2, 40, segment_length=4, num_segments=3,
@@ -40,6 +43,7 @@ def test_vary_n_segments_draws_each_batch_from_one_to_num_segments():
     assert widths == {4, 8, 12}
 
 
+@pytest.mark.backend_independent
 def test_pad_to_pads_whole_segments_at_the_end_with_zero_weight():
     data = SegmentedDataset(_make_batch, 2, 1, segment_length=4, pad_to=3)
     inputs, labels, weight = data[0]
@@ -71,6 +75,7 @@ def test_padding_segments_leave_rmt_outputs_unchanged():
     )
 
 
+@pytest.mark.backend_independent
 def test_bad_arguments_are_named():
     with pytest.raises(
         ValueError,

@@ -3,6 +3,8 @@ import pytest
 
 from keras_rmt.datasets import vary_n_segments
 
+pytestmark = pytest.mark.backend_independent
+
 
 def _batch(length=10):
     token_ids = np.arange(2 * length, dtype="int32").reshape(2, length) + 1

