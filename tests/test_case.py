@@ -34,11 +34,16 @@ def _weight_values(model):
 
 
 def assert_config_round_trip(instance):
-    """`from_config(get_config())` and a serialization rebuild it alike."""
+    """`from_config(get_config())` and a serialization rebuild it alike.
+
+    Returns the clone `from_config` built, for checks of its own.
+    """
     cls = type(instance)
     config = instance.get_config()
     # A fresh config: keras-hub's `from_config` deserializes in place.
-    assert cls.from_config(instance.get_config()).get_config() == config
+    clone = cls.from_config(instance.get_config())
+    assert type(clone) is cls
+    assert clone.get_config() == config
     restored = keras.saving.deserialize_keras_object(
         keras.saving.serialize_keras_object(instance)
     )
@@ -46,6 +51,36 @@ def assert_config_round_trip(instance):
     assert restored.get_config() == config
     registered = keras.saving.get_registered_name(cls)
     assert registered == f"keras_rmt>{cls.__name__}", registered
+    return clone
+
+
+def assert_keras_file_round_trip(model, x, path):
+    """Saves to a `.keras` file and reloads: same class, same outputs on `x`.
+
+    Returns the reloaded model.
+    """
+    expected = numpy(model(x))
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert type(restored) is type(model)
+    _assert_same(restored(x), expected)
+    return restored
+
+
+def one_train_step(model, x, y, learning_rate=1e-2):
+    """One `train_on_batch` (SGD unless compiled): finite loss, weights move.
+
+    Looser than `assert_trainable_weights_move` (some weight moves), for
+    models whose untouched weights depend on the data.
+    """
+    if not model.compiled:
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate))
+    before = _weight_values(model)
+    loss = model.train_on_batch(x, y, return_dict=True)["loss"]
+    assert np.isfinite(loss)
+    after = _weight_values(model)
+    assert any(not np.array_equal(b, a) for b, a in zip(before, after))
+    return loss
 
 
 def assert_trainable_weights_move(model, train_step, expected_unchanged=()):

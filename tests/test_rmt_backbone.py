@@ -3,7 +3,10 @@ import keras_hub
 import numpy as np
 import pytest
 from conftest import make_backbone, make_rmt_backbone, numpy, random_batch
-from task_test_case import config_round_trip, keras_file_round_trip
+from test_case import (
+    assert_config_round_trip,
+    assert_keras_file_round_trip,
+)
 
 import keras_rmt
 
@@ -148,7 +151,7 @@ def test_segment_loop_and_remat_are_passed_and_round_trip():
     assert (layer.segment_loop, layer.remat) == ("unrolled", NOT_TF)
     config = backbone.get_config()
     assert (config["segment_loop"], config["remat"]) == ("unrolled", NOT_TF)
-    clone = config_round_trip(backbone)
+    clone = assert_config_round_trip(backbone)
     assert clone.recurrent_segments.segment_loop == "unrolled"
     assert clone.recurrent_segments.remat == NOT_TF
 
@@ -194,7 +197,7 @@ def test_a_task_runs_the_segment_loop_it_was_built_with(
         make_rmt_backbone("gpt2", segment_loop=segment_loop), num_classes=2
     )
     batch = random_batch(2, 12)
-    restored = keras_file_round_trip(
+    restored = assert_keras_file_round_trip(
         classifier, batch, tmp_path / "classifier.keras"
     )
     assert restored.backbone.segment_loop == segment_loop

@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import make_rmt_backbone, numpy, random_batch, save_local_preset
-from task_test_case import one_train_step
+from test_case import one_train_step
 
 import keras_rmt
 
