@@ -393,8 +393,7 @@ def test_export_from_torch_names_the_command(exported, monkeypatch):
             "backends only. Received: model on the 'torch' backend. Save the "
             "model (`model.save('MODEL.keras')`) and run `python -m "
             "keras_rmt export MODEL.keras OUT_DIR`, which reloads it under "
-            "TensorFlow (or `--backend jax`) in a new process and exports it "
-            "there."
+            "TensorFlow (or `--backend jax`) and exports it there."
         ),
     ):
         keras_rmt.export.export_saved_model(model, "unused")

@@ -113,3 +113,28 @@ def test_an_output_named_memory_must_be_the_memory():
     model = keras.Model(inputs, outputs)
     stream_model = keras_rmt.export.streaming_model(model)
     assert sorted(stream_model.output) == ["memory", "sequence_output"]
+
+
+def test_outputs_are_named_for_what_they_are():
+    inputs = text_inputs()
+    rmt = make_rmt("gpt2", 2, SEGMENT_LENGTH)
+    hidden = rmt(inputs)["sequence_output"]
+    # Auto-numbered layers name neither output.
+    head = keras.layers.Dense(3)(hidden)
+    for output, name in ((head, "logits"), (hidden, "sequence_output")):
+        stream_model = keras_rmt.export.streaming_model(
+            keras.Model(inputs, output)
+        )
+        assert sorted(stream_model.output) == sorted([name, "memory"])
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "Streaming and export name the served outputs by the keys of a "
+            "dict: build the model with a dict of outputs, e.g. "
+            "`keras.Model(inputs, {'logits': ..., 'scores': ...})`. "
+            "Received: model 'two' with 2 outputs in a list"
+        ),
+    ):
+        keras_rmt.export.streaming_model(
+            keras.Model(inputs, [head, hidden], name="two")
+        )

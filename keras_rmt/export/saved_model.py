@@ -131,8 +131,8 @@ def export_saved_model(model, path, overwrite=False, verbose=False):
             "Keras writes TF SavedModels from the TensorFlow and JAX backends "
             f"only. Received: model on the {backend!r} backend. Save the "
             f"model (`model.save('MODEL.keras')`) and run `{COMMAND}`, which "
-            "reloads it under TensorFlow (or `--backend jax`) in a new "
-            "process and exports it there."
+            "reloads it under TensorFlow (or `--backend jax`) and exports "
+            "it there."
         )
     import tensorflow as tf
 
