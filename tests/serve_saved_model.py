@@ -8,7 +8,8 @@ feeding the same input through `serve_segment`, `segment_length` tokens at a
 time from `initial_memory`: per-token outputs joined along the tokens, the
 final memory. Writes `metadata/KEY` from the `metadata` signature and
 `attribute/KEY` from the loaded object's attributes of the same names.
-Keras, keras-hub, keras-rmt, JAX and PyTorch cannot be imported here (TensorFlow runs without them); `blocked` lists them.
+Keras, keras-hub, keras-rmt, JAX and PyTorch cannot be imported here
+(TensorFlow runs without them); `blocked` lists them.
 """
 
 import sys
