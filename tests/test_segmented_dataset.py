@@ -148,3 +148,23 @@ def test_segment_losses_name_each_rows_real_segments_under_pad_to():
         )
     assert np.isnan(result["segment_3_loss"])
     assert np.isnan(result["segment_4_loss"])
+
+
+def _classification_batch(batch_size, num_segments, rng):
+    inputs, _ = _make_batch(batch_size, num_segments, rng)
+    return inputs, inputs["token_ids"][:, 0] % 2
+
+
+def test_classifier_fits_on_a_growing_segmented_dataset(classifier):
+    data = SegmentedDataset(
+        _classification_batch, 2, 2, segment_length=4, pad_to=2
+    )
+    curriculum = keras_rmt.callbacks.SegmentCurriculum(
+        data, max_segments=2, schedule=[1, 2]
+    )
+    classifier.compile(optimizer="adam")
+    history = classifier.fit(
+        data, epochs=2, callbacks=[curriculum], verbose=0
+    ).history
+    assert history["num_segments"] == [1, 2]
+    assert np.isfinite(history["loss"]).all()

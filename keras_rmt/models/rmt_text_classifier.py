@@ -212,6 +212,15 @@ class RMTTextClassifier(SavedModelExport, keras_hub.models.TextClassifier):
             )
         return super().compute_metrics(x, y, y_pred, sample_weight)
 
+    def fit(self, x=None, y=None, **kwargs):
+        # keras-hub's `fit` turns `x` into a dataset of samples to
+        # preprocess, which a `keras.utils.PyDataset` (such as
+        # `keras_rmt.datasets.SegmentedDataset`, made of token ids) is not:
+        # Keras reads it directly.
+        if isinstance(x, keras.utils.PyDataset):
+            return keras.Model.fit(self, x, y, **kwargs)
+        return super().fit(x, y, **kwargs)
+
     def get_config(self):
         config = super().get_config()
         config.update(
