@@ -110,3 +110,12 @@ def test_fit_step_trains_the_memory_and_the_keras_file_reloads(
     np.testing.assert_allclose(
         restored.predict_on_batch(batch), expected, atol=1e-6
     )
+
+
+def test_factorized_memory_takes_no_position_of_the_table():
+    # 32 positions: the segment may fill them, whatever the memory size.
+    rmt = make_rmt("albert", num_tokens=8, segment_length=32)
+    assert rmt.hidden_dim == 16
+    assert tuple(rmt.memory.memory.shape) == (8, 16)
+    with pytest.raises(ValueError, match=r"Use segment_length <= 32\."):
+        make_rmt("albert", segment_length=33)

@@ -208,7 +208,7 @@ def _fit_losses(rmt, length=8, epochs=2, run_eagerly=None):
         run_eagerly=run_eagerly,
         # TensorFlow's scan (a length unknown while tracing) trains without
         # XLA only.
-        jit_compile=BACKEND != "tensorflow",
+        jit_compile=False if BACKEND == "tensorflow" else "auto",
     )
     batch = random_batch(2, 8, seed=1)
     history = model.fit(

@@ -847,9 +847,11 @@ def _check_memory_width(memory, body):
 
 def _check_fits_positions(body, layout, segment_length, num_tokens):
     limit = body.max_sequence_length
-    if limit is None or not body.memory_takes_positions:
+    if limit is None:
         return
-    needed = layout.positions_used(segment_length)
+    needed = segment_length
+    if body.memory_takes_positions:
+        needed = layout.positions_used(segment_length)
     if needed <= limit:
         return
     problem = (
