@@ -2,6 +2,7 @@ import keras
 import numpy as np
 
 from keras_rmt.datasets.segmented_dataset import SegmentedDataset
+from keras_rmt.utils.checks import check_positive_integer
 
 
 class SegmentCurriculum(keras.callbacks.Callback):
@@ -87,11 +88,7 @@ class SegmentCurriculum(keras.callbacks.Callback):
                 "`data` must have a settable `num_segments` (for example a "
                 f"keras_rmt.datasets.SegmentedDataset). Received: data={data!r}"
             )
-        if not isinstance(max_segments, int) or max_segments < 1:
-            raise ValueError(
-                "`max_segments` must be a positive integer. "
-                f"Received: max_segments={max_segments!r}"
-            )
+        max_segments = check_positive_integer("max_segments", max_segments)
         if not isinstance(start, int) or not 1 <= start <= max_segments:
             raise ValueError(
                 f"`start` must be an integer from 1 to max_segments="

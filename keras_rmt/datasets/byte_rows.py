@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from keras_rmt.utils.checks import check_positive_integer
+
 VOCABULARY_SIZE = 257  # byte values + 1; 0 is padding
 
 
@@ -27,21 +29,13 @@ def byte_rows(
             "`split` must be 'train' or 'validation'. "
             f"Received: split={split!r}"
         )
-    if not isinstance(sequence_length, int) or sequence_length < 1:
-        raise ValueError(
-            "`sequence_length` must be a positive integer. "
-            f"Received: sequence_length={sequence_length!r}"
-        )
+    check_positive_integer("sequence_length", sequence_length)
     if not 0 < validation_fraction < 1:
         raise ValueError(
             "`validation_fraction` must be between 0 and 1. "
             f"Received: validation_fraction={validation_fraction!r}"
         )
-    if stride is not None and (not isinstance(stride, int) or stride < 1):
-        raise ValueError(
-            "`stride` must be a positive integer or None. "
-            f"Received: stride={stride!r}"
-        )
+    check_positive_integer("stride", stride, allow_none=True)
     text = read_text()
     data = np.frombuffer(text.encode("utf-8"), "uint8").astype("int32") + 1
     held_out = int(len(data) * (1 - validation_fraction))

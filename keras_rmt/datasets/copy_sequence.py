@@ -1,5 +1,7 @@
 import numpy as np
 
+from keras_rmt.utils.checks import check_positive_integer
+
 SEPARATOR = 1
 FIRST_SYMBOL = 2
 
@@ -53,11 +55,7 @@ def copy_sequence(
         ("target_length", target_length),
         ("num_symbols", num_symbols),
     ]:
-        if not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(
-                f"`{name}` must be a positive integer. "
-                f"Received: {name}={value!r}"
-            )
+        check_positive_integer(name, value)
     rng = np.random.default_rng(seed)
     source = rng.integers(
         FIRST_SYMBOL, FIRST_SYMBOL + num_symbols, (num_samples, source_length)

@@ -1,6 +1,8 @@
 import keras
 import numpy as np
 
+from keras_rmt.utils.checks import check_positive_integer
+
 
 class SegmentedDataset(keras.utils.PyDataset):
     """Batches made fresh for a number of segments that can change.
@@ -83,7 +85,7 @@ class SegmentedDataset(keras.utils.PyDataset):
             ("segment_length", segment_length),
             ("num_segments", num_segments),
         ]:
-            _check_positive(name, value)
+            check_positive_integer(name, value)
         if pad_to is not None and pad_to < num_segments:
             raise ValueError(
                 "`pad_to` must be at least `num_segments`. "
@@ -109,7 +111,7 @@ class SegmentedDataset(keras.utils.PyDataset):
 
     @num_segments.setter
     def num_segments(self, value):
-        _check_positive("num_segments", value)
+        check_positive_integer("num_segments", value)
         if self.pad_to is not None and value > self.pad_to:
             raise ValueError(
                 f"`num_segments` must be at most pad_to={self.pad_to}. "
@@ -132,13 +134,6 @@ class SegmentedDataset(keras.utils.PyDataset):
 
     def on_epoch_end(self):
         self.epoch += 1
-
-
-def _check_positive(name, value):
-    if not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(
-            f"`{name}` must be a positive integer. Received: {name}={value!r}"
-        )
 
 
 def _pad_end(batch, width):

@@ -1,5 +1,7 @@
 import numpy as np
 
+from keras_rmt.utils.checks import check_positive_integer
+
 
 def vary_n_segments(batch, segment_length, rng=None, min_segments=1):
     """Shortens a batch to a random whole number of its last segments.
@@ -38,11 +40,7 @@ def vary_n_segments(batch, segment_length, rng=None, min_segments=1):
     labels.shape  # (2,)
     ```
     """
-    if not isinstance(segment_length, int) or segment_length < 1:
-        raise ValueError(
-            "`segment_length` must be a positive integer. "
-            f"Received: segment_length={segment_length!r}"
-        )
+    segment_length = check_positive_integer("segment_length", segment_length)
     is_tuple = isinstance(batch, tuple)
     inputs = batch[0] if is_tuple else batch
     length = np.shape(inputs["token_ids"])[1]

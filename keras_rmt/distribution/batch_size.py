@@ -2,6 +2,8 @@
 
 import keras
 
+from keras_rmt.utils.checks import check_positive_integer
+
 
 def data_parallel_size(distribution=None):
     """How many ways a global batch is split across model replicas.
@@ -70,11 +72,7 @@ def check_batch_size(batch_size, distribution=None):
     ```
     """
     replicas = data_parallel_size(distribution)
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(
-            "`batch_size` must be a positive integer. "
-            f"Received: batch_size={batch_size!r}"
-        )
+    batch_size = check_positive_integer("batch_size", batch_size)
     if batch_size % replicas:
         below = batch_size - batch_size % replicas
         raise ValueError(

@@ -1,5 +1,7 @@
 """Padding to whole segments in a `tf.data` input pipeline."""
 
+from keras_rmt.utils.checks import check_positive_integer
+
 TOKEN_FEATURES = ("token_ids", "padding_mask", "segment_ids")
 
 
@@ -50,11 +52,7 @@ def pad_to_segments(dataset, segment_length, max_segments, pad_labels=False):
         ("segment_length", segment_length),
         ("max_segments", max_segments),
     ):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(
-                f"`{name}` must be a positive integer. "
-                f"Received: {name}={value!r}"
-            )
+        check_positive_integer(name, value)
     length = segment_length * max_segments
 
     def pad(tensor, name):

@@ -2,6 +2,7 @@ import keras
 from keras import ops
 
 from keras_rmt.utils import segmentation
+from keras_rmt.utils.checks import check_positive_integer
 
 
 @keras.saving.register_keras_serializable(package="keras_rmt")
@@ -59,11 +60,7 @@ class SegmentLosses(keras.metrics.Metric):
             ("segment_length", segment_length),
             ("num_segments", num_segments),
         ):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(
-                    f"`{arg}` must be a positive integer. "
-                    f"Received: {arg}={value!r}"
-                )
+            check_positive_integer(arg, value)
         if alignment not in segmentation.ALIGNMENTS:
             raise ValueError(
                 f"`alignment` must be one of {segmentation.ALIGNMENTS}. "

@@ -6,6 +6,7 @@ from keras_rmt.models.segmented_preprocessor import (
     _tensorflow,
 )
 from keras_rmt.utils import segment_packing
+from keras_rmt.utils.checks import check_positive_integer
 
 
 @keras.saving.register_keras_serializable(package="keras_rmt")
@@ -154,7 +155,7 @@ class RMTCausalLMPreprocessor(SegmentedPreprocessor):
         `"token_ids"` and `"padding_mask"`.
         """
         if sequence_length is not None:
-            _check_positive("sequence_length", sequence_length)
+            check_positive_integer("sequence_length", sequence_length)
         overhead = int(self.add_start_token)
         budget = self._budget(overhead)
 
@@ -228,10 +229,3 @@ class RMTCausalLMPreprocessor(SegmentedPreprocessor):
 def _short(value, limit=100):
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _check_positive(name, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(
-            f"`{name}` must be a positive integer. Received: {name}={value!r}"
-        )

@@ -9,6 +9,7 @@ from keras_rmt.models.rmt_text_classifier_preprocessor import (
 )
 from keras_rmt.models.saved_model_export import SavedModelExport
 from keras_rmt.utils import segmentation
+from keras_rmt.utils.checks import check_positive_integer
 
 SEGMENT_LOSSES = ("last", "mean")
 
@@ -91,11 +92,7 @@ class RMTTextClassifier(SavedModelExport, keras_hub.models.TextClassifier):
                 f"`segment_loss` must be one of {SEGMENT_LOSSES}. "
                 f"Received: segment_loss={segment_loss!r}"
             )
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(
-                "`num_classes` must be a positive integer. "
-                f"Received: num_classes={num_classes!r}"
-            )
+        num_classes = check_positive_integer("num_classes", num_classes)
         encoder = backbone.memory_layout == "encoder"
         # === Layers ===
         self.backbone = backbone

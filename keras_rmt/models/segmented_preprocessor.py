@@ -15,18 +15,7 @@ from keras_hub.src.utils.preset_utils import (
 )
 
 from keras_rmt.utils import segment_packing
-
-
-def _check_positive_int(name, value, allow_none=False):
-    if allow_none and value is None:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        expected = "a positive integer"
-        if allow_none:
-            expected = "None or " + expected
-        raise ValueError(
-            f"`{name}` must be {expected}. Received: {name}={value!r}"
-        )
+from keras_rmt.utils.checks import check_positive_integer
 
 
 def _short_repr(x, limit=200):
@@ -59,9 +48,11 @@ class SegmentedPreprocessor(keras_hub.models.Preprocessor):
         add_end_token=True,
         **kwargs,
     ):
-        _check_positive_int("segment_length", segment_length)
-        _check_positive_int("sequence_length", sequence_length, True)
-        _check_positive_int("max_length", max_length, True)
+        check_positive_integer("segment_length", segment_length)
+        check_positive_integer(
+            "sequence_length", sequence_length, allow_none=True
+        )
+        check_positive_integer("max_length", max_length, allow_none=True)
         if sequence_length is not None and sequence_length % segment_length:
             raise ValueError(
                 "`sequence_length` must be a whole number of segments (a "
