@@ -39,10 +39,7 @@ class DecoderBlocks:
         try:
             inputs = [_first_argument(block) for block in blocks]
             self.before_blocks = _piece(body.split_tensor, inputs[0])
-            self.blocks = [
-                keras.Model([x, padding_mask], block.output)
-                for x, block in zip(inputs, blocks)
-            ]
+            self.blocks = [_block_call(b, padding_mask) for b in blocks]
             self.between_blocks = [
                 _piece(block.output, x) for block, x in zip(blocks, inputs[1:])
             ]
@@ -76,9 +73,35 @@ class DecoderBlocks:
         for index, block in enumerate(self.blocks):
             if index:
                 x = _apply(self.between_blocks[index - 1], x, training)
-            x = block([block_input(index, x), padding_mask], training=training)
+            x = block(block_input(index, x), padding_mask, training)
             outputs.append(x)
         return _apply(self.after_blocks, x, training), outputs
+
+
+def _block_call(block, padding_mask):
+    """Calls `block` as the backbone does, with another padding mask.
+
+    A block is called, not cut out of the graph as a model, because its
+    input may be a tensor that no model input can stand for (Gemma's is
+    marked sparse, which torch refuses).
+    """
+    arguments = block._inbound_nodes[0].arguments
+    tensors = [*arguments.args[1:], *arguments.kwargs.values()]
+    if any(
+        isinstance(t, keras.KerasTensor) and t is not padding_mask
+        for t in tensors
+    ):
+        raise ValueError(f"block {block.name} takes tensors other than x")
+    mask_names = [k for k, v in arguments.kwargs.items() if v is padding_mask]
+    options = {k: v for k, v in arguments.kwargs.items() if k not in mask_names}
+    if len(arguments.args) > 1 or len(mask_names) > 1:
+        raise ValueError(f"block {block.name} takes positional tensors")
+
+    def call(x, mask, training):
+        masks = {name: mask for name in mask_names}
+        return block(x, **options, **masks, training=training)
+
+    return call
 
 
 def _piece(start, end):

@@ -2,6 +2,9 @@ import keras
 import keras_hub
 from keras_hub.src.utils.preset_utils import get_preset_loader
 
+from keras_rmt.layers.associative_recurrent_segments import (
+    AssociativeRecurrentSegments,
+)
 from keras_rmt.layers.memory_tokens import MemoryTokens
 from keras_rmt.layers.recurrent_segments import RecurrentSegments
 from keras_rmt.models.saved_model_export import SavedModelExport
@@ -17,6 +20,7 @@ RMT_ARGUMENTS = (
     "carry_memory",
     "memory_initializer",
     "train_memory_only",
+    "associative_key_dim",
 )
 
 
@@ -58,6 +62,13 @@ class RMTBackbone(SavedModelExport, keras_hub.models.Backbone):
             changed later through the attribute of the same name (compile
             again afterwards, as for any change of `trainable`). Defaults to
             `False`.
+        associative_key_dim: int or None. If given, the memory is
+            associative (ARMT, `keras_rmt.layers.AssociativeRecurrentSegments`
+            with keys of this size; the paper uses 64): the memory tokens
+            are placed after every segment and what passes between segments
+            is every layer's associative state. Decoders only;
+            `memory_layout` and `memory_attention` stay at their defaults.
+            Defaults to `None`: the RMT's recurrent memory tokens.
         dtype: string or `keras.mixed_precision.DTypePolicy`. Defaults to the
             wrapped backbone's.
         **kwargs: other keyword arguments passed to
@@ -67,7 +78,8 @@ class RMTBackbone(SavedModelExport, keras_hub.models.Backbone):
         `"token_ids"` and `"padding_mask"`, `(batch_size, tokens)`; where the
         wrapped backbone takes them, `"segment_ids"` (optional, zeros when
         left out); and the optional `"memory"`,
-        `(batch_size, num_memory_tokens, hidden_dim)`.
+        `(batch_size, num_memory_tokens, hidden_dim)` (with associative
+        memory, the layer's `state_shape`).
 
     Outputs:
         A dict with `"sequence_output"`, `(batch_size, tokens, hidden_dim)`,
@@ -108,6 +120,7 @@ class RMTBackbone(SavedModelExport, keras_hub.models.Backbone):
         carry_memory=True,
         memory_initializer=None,
         train_memory_only=False,
+        associative_key_dim=None,
         dtype=None,
         **kwargs,
     ):
@@ -124,17 +137,23 @@ class RMTBackbone(SavedModelExport, keras_hub.models.Backbone):
             dtype=backbone.dtype_policy,
             name="memory_tokens",
         )
-        self.recurrent_segments = RecurrentSegments(
+        options = {"memory_layout": memory_layout}
+        options["memory_attention"] = memory_attention
+        segments_class = RecurrentSegments
+        if associative_key_dim is not None:
+            _check_defaults(memory_layout, memory_attention)
+            options = {"key_dim": associative_key_dim}
+            segments_class = AssociativeRecurrentSegments
+        self.recurrent_segments = segments_class(
             backbone,
             memory=self.memory,
             segment_length=segment_length,
             bptt_depth=bptt_depth,
             alignment=alignment,
-            memory_layout=memory_layout,
-            memory_attention=memory_attention,
             carry_memory=carry_memory,
             dtype=backbone.dtype_policy,
             name="recurrent_segments",
+            **options,
         )
         self.token_embedding = backbone.token_embedding
 
@@ -149,8 +168,11 @@ class RMTBackbone(SavedModelExport, keras_hub.models.Backbone):
             )
             for name in ("token_ids", "padding_mask", *_extra_inputs(backbone))
         }
+        memory_shape = (num_memory_tokens, hidden_dim)
+        if associative_key_dim is not None:
+            memory_shape = self.recurrent_segments.state_shape
         inputs["memory"] = keras.Input(
-            shape=(num_memory_tokens, hidden_dim),
+            shape=memory_shape,
             name="memory",
             optional=True,
         )
@@ -173,6 +195,7 @@ class RMTBackbone(SavedModelExport, keras_hub.models.Backbone):
         self.memory_initializer = memory_initializer
         self.hidden_dim = hidden_dim
         self.train_memory_only = train_memory_only
+        self.associative_key_dim = associative_key_dim
 
     def __call__(self, inputs, *args, **kwargs):
         return super().__call__(self._fill_optional(inputs), *args, **kwargs)
@@ -219,6 +242,7 @@ class RMTBackbone(SavedModelExport, keras_hub.models.Backbone):
                     keras.initializers.get(self.memory_initializer)
                 ),
                 "train_memory_only": self.train_memory_only,
+                "associative_key_dim": self.associative_key_dim,
             }
         )
         return config
@@ -261,6 +285,19 @@ class RMTBackbone(SavedModelExport, keras_hub.models.Backbone):
 
 def _extra_inputs(backbone):
     return [name for name in ("segment_ids",) if name in backbone.input]
+
+
+def _check_defaults(memory_layout, memory_attention):
+    # A saved config holds the layout found: "decoder".
+    if memory_layout not in ("auto", "decoder") or (
+        memory_attention != "backbone"
+    ):
+        raise ValueError(
+            "With `associative_key_dim`, memory_layout and memory_attention "
+            "keep their defaults ('auto', 'backbone'). Received: "
+            f"memory_layout={memory_layout!r}, "
+            f"memory_attention={memory_attention!r}"
+        )
 
 
 def split_rmt_kwargs(kwargs):
