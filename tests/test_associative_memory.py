@@ -2,6 +2,9 @@ import keras
 import numpy as np
 import pytest
 from conftest import HIDDEN_DIM
+from test_docstrings import (
+    test_docstring_example_runs_and_gives_the_shapes_it_shows as run_example,
+)
 
 import keras_rmt
 
@@ -135,3 +138,15 @@ def test_config_round_trip():
     )
     clone = keras_rmt.layers.AssociativeMemory.from_config(layer.get_config())
     assert clone.get_config() == layer.get_config()
+
+
+@pytest.mark.parametrize(
+    "documented",
+    [
+        keras_rmt.layers.AssociativeMemory,
+        keras_rmt.layers.AssociativeRecurrentSegments,
+    ],
+    ids=lambda x: x.__name__,
+)
+def test_docstring_example_gives_the_shapes_it_shows(documented):
+    run_example(documented)

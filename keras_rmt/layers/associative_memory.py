@@ -69,13 +69,14 @@ class AssociativeMemory(keras.layers.Layer):
     Example:
     ```python
     layer = keras_rmt.layers.AssociativeMemory(key_dim=4)
+    layer.build((None, None, 16))
     matrix = np.zeros((2, layer.key_features, 16), "float32")
     normalizer = np.zeros((2, layer.key_features), "float32")
     memory_states = keras.random.normal((2, 3, 16))
     layer.value.kernel.assign(keras.random.normal((16, 16)))
     matrix, normalizer = layer.write(memory_states, matrix, normalizer)
-    layer(keras.random.normal((2, 5, 16)), matrix, normalizer).shape
-    # (2, 5, 16)
+    queries = keras.random.normal((2, 5, 16))
+    layer(queries, matrix, normalizer).shape  # (2, 5, 16)
     ```
 
     Reference:
