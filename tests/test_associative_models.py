@@ -44,16 +44,19 @@ def test_causal_lm_logits_round_trip_and_training_step(tmp_path):
     assert restored.backbone.associative_key_dim == 2
     np.testing.assert_array_equal(restored.predict(batch, verbose=0), logits)
 
-    value = restored.backbone.recurrent_segments.associative_memories[0].value
-    before = numpy(value.kernel)
-    restored.compile(optimizer=keras.optimizers.SGD(0.1))
+    # Every weight of every layer's associative memory gets a gradient.
+    layers = restored.backbone.recurrent_segments.associative_memories
+    weights = [w for layer in layers for w in layer.trainable_weights]
+    before = [numpy(w) for w in weights]
+    restored.compile(optimizer=keras.optimizers.SGD(1.0))
     restored.fit(
         batch,
         batch["token_ids"],
         sample_weight=batch["padding_mask"],
         verbose=0,
     )
-    assert np.abs(numpy(value.kernel) - before).max() > 0.0
+    for weight, value in zip(weights, before):
+        assert np.abs(numpy(weight) - value).max() > 0.0, weight.path
 
 
 def test_text_classifier_round_trip(tmp_path):
