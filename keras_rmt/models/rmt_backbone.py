@@ -2,6 +2,9 @@ import keras
 import keras_hub
 from keras_hub.src.utils.preset_utils import get_preset_loader
 
+from keras_rmt.layers.associative_recurrent_segments import (
+    AssociativeRecurrentSegments,
+)
 from keras_rmt.layers.memory_tokens import MemoryTokens
 from keras_rmt.layers.recurrent_segments import RecurrentSegments
 from keras_rmt.models.saved_model_export import SavedModelExport
@@ -19,6 +22,7 @@ RMT_ARGUMENTS = (
     "train_memory_only",
     "segment_loop",
     "remat",
+    "associative_key_dim",
 )
 # How segments are run, not what the model learned: these may also be given
 # when loading an RMT preset (a preset saved with `segment_loop="scan"` on
@@ -72,6 +76,13 @@ class RMTBackbone(SavedModelExport, keras_hub.models.Backbone):
         remat: bool. Recompute each segment's activations in the backward
             pass; see `keras_rmt.layers.RecurrentSegments` (refused on
             TensorFlow). Defaults to `False`.
+        associative_key_dim: int or None. If given, the memory is
+            associative (ARMT, `keras_rmt.layers.AssociativeRecurrentSegments`
+            with keys of this size; the paper uses 64): the memory tokens
+            are placed after every segment and what passes between segments
+            is every layer's associative state. Decoders only;
+            `memory_layout` and `memory_attention` stay at their defaults.
+            Defaults to `None`: the RMT's recurrent memory tokens.
         dtype: string or `keras.mixed_precision.DTypePolicy`. Defaults to the
             wrapped backbone's.
         **kwargs: other keyword arguments passed to
@@ -81,7 +92,8 @@ class RMTBackbone(SavedModelExport, keras_hub.models.Backbone):
         `"token_ids"` and `"padding_mask"`, `(batch_size, tokens)`; where the
         wrapped backbone takes them, `"segment_ids"` (optional, zeros when
         left out); and the optional `"memory"`,
-        `(batch_size, num_memory_tokens, hidden_dim)`.
+        `(batch_size, num_memory_tokens, hidden_dim)` (with associative
+        memory, the layer's `state_shape`).
 
     Outputs:
         A dict with `"sequence_output"`, `(batch_size, tokens, hidden_dim)`,
@@ -124,6 +136,7 @@ class RMTBackbone(SavedModelExport, keras_hub.models.Backbone):
         train_memory_only=False,
         segment_loop="auto",
         remat=False,
+        associative_key_dim=None,
         dtype=None,
         **kwargs,
     ):
@@ -140,19 +153,25 @@ class RMTBackbone(SavedModelExport, keras_hub.models.Backbone):
             dtype=backbone.dtype_policy,
             name="memory_tokens",
         )
-        self.recurrent_segments = RecurrentSegments(
+        options = {"memory_layout": memory_layout}
+        options["memory_attention"] = memory_attention
+        segments_class = RecurrentSegments
+        if associative_key_dim is not None:
+            _check_defaults(memory_layout, memory_attention)
+            options = {"key_dim": associative_key_dim}
+            segments_class = AssociativeRecurrentSegments
+        self.recurrent_segments = segments_class(
             backbone,
             memory=self.memory,
             segment_length=segment_length,
             bptt_depth=bptt_depth,
             alignment=alignment,
-            memory_layout=memory_layout,
-            memory_attention=memory_attention,
             carry_memory=carry_memory,
             segment_loop=segment_loop,
             remat=remat,
             dtype=backbone.dtype_policy,
             name="recurrent_segments",
+            **options,
         )
         self.token_embedding = backbone.token_embedding
 
@@ -167,8 +186,11 @@ class RMTBackbone(SavedModelExport, keras_hub.models.Backbone):
             )
             for name in ("token_ids", "padding_mask", *_extra_inputs(backbone))
         }
+        memory_shape = (num_memory_tokens, hidden_dim)
+        if associative_key_dim is not None:
+            memory_shape = self.recurrent_segments.state_shape
         inputs["memory"] = keras.Input(
-            shape=(num_memory_tokens, hidden_dim),
+            shape=memory_shape,
             name="memory",
             optional=True,
         )
@@ -193,6 +215,7 @@ class RMTBackbone(SavedModelExport, keras_hub.models.Backbone):
         self.train_memory_only = train_memory_only
         self.segment_loop = segment_loop
         self.remat = remat
+        self.associative_key_dim = associative_key_dim
 
     def __call__(self, inputs, *args, **kwargs):
         return super().__call__(self._fill_optional(inputs), *args, **kwargs)
@@ -241,6 +264,7 @@ class RMTBackbone(SavedModelExport, keras_hub.models.Backbone):
                 "train_memory_only": self.train_memory_only,
                 "segment_loop": self.segment_loop,
                 "remat": self.remat,
+                "associative_key_dim": self.associative_key_dim,
             }
         )
         return config
@@ -288,6 +312,19 @@ class RMTBackbone(SavedModelExport, keras_hub.models.Backbone):
 
 def _extra_inputs(backbone):
     return [name for name in ("segment_ids",) if name in backbone.input]
+
+
+def _check_defaults(memory_layout, memory_attention):
+    # A saved config holds the layout found: "decoder".
+    if memory_layout not in ("auto", "decoder") or (
+        memory_attention != "backbone"
+    ):
+        raise ValueError(
+            "With `associative_key_dim`, memory_layout and memory_attention "
+            "keep their defaults ('auto', 'backbone'). Received: "
+            f"memory_layout={memory_layout!r}, "
+            f"memory_attention={memory_attention!r}"
+        )
 
 
 def split_rmt_kwargs(kwargs):

@@ -1,0 +1,230 @@
+import keras
+import keras_hub
+import numpy as np
+import pytest
+from conftest import (
+    DECODERS,
+    HIDDEN_DIM,
+    _rotary,
+    gradient,
+    make_backbone,
+    numpy,
+    random_batch,
+    text_inputs,
+)
+from test_associative_memory import layer_weights, np_write, randomize
+
+import keras_rmt
+
+MEMORY_IDS = [1, 2]
+KEY_DIM = 2
+
+
+def make_decoder(family, seed=0):
+    if family == "qwen":
+        keras.utils.set_random_seed(seed)
+        return keras_hub.models.QwenBackbone(**_rotary())
+    return make_backbone(family, seed)
+
+
+def make_armt(family="gpt2", segment_length=4, seed=0, **kwargs):
+    """A tiny ARMT whose value projections are drawn, not zero.
+
+    With zero values (the paper's start) nothing is written, and every
+    check below would hold trivially. Segments are unrolled unless asked
+    otherwise: JAX compiles a scan at every eager call, which costs more
+    than these tiny segments; `gpt2_armt` keeps the default loop.
+    """
+    kwargs.setdefault("segment_loop", "unrolled")
+    armt = keras_rmt.layers.AssociativeRecurrentSegments(
+        make_decoder(family, seed),
+        memory=keras_rmt.layers.MemoryTokens(len(MEMORY_IDS)),
+        segment_length=segment_length,
+        key_dim=KEY_DIM,
+        **kwargs,
+    )
+    for index, layer in enumerate(armt.associative_memories):
+        randomize(layer, seed=seed + index)
+    return armt
+
+
+@pytest.fixture(scope="module")
+def gpt2_armt():
+    return make_armt("gpt2", segment_loop="auto")
+
+
+@pytest.mark.parametrize("family", [*DECODERS, "qwen"])
+def test_first_segment_state_equals_numpy_writes_of_backbone_blocks(family):
+    armt = make_armt(family, segment_length=5)
+    backbone = armt.backbone
+    # Memory tokens equal to the embeddings of MEMORY_IDS make the segment
+    # the backbone's own input `[ids ; MEMORY_IDS]`.
+    table = keras.ops.convert_to_numpy(backbone.token_embedding.embeddings)
+    armt.memory.memory.assign(table[MEMORY_IDS])
+    batch = random_batch(2, 5)
+    outputs = numpy(armt(batch))
+
+    joined = np.concatenate(
+        [batch["token_ids"], np.tile(MEMORY_IDS, (2, 1))], axis=1
+    ).astype("int32")
+    blocks = keras.Model(
+        backbone.input,
+        [backbone.output, *[b.output for b in backbone.transformer_layers]],
+    )
+    reference = numpy(
+        blocks({"token_ids": joined, "padding_mask": np.ones_like(joined)})
+    )
+    m = len(MEMORY_IDS)
+    np.testing.assert_allclose(
+        outputs["sequence_output"], reference[0][:, :-m], atol=1e-5
+    )
+    features = armt.associative_memories[0].key_features
+    state = outputs["memory"].reshape(2, -1, features, HIDDEN_DIM + 1)
+    assert state.shape[1] == len(backbone.transformer_layers)
+    for index, layer in enumerate(armt.associative_memories):
+        for row in range(2):
+            A, z = np_write(
+                reference[1 + index][row, -m:].astype("float64"),
+                np.zeros((features, HIDDEN_DIM)),
+                np.zeros(features),
+                layer_weights(layer),
+                nu=3,
+            )
+            np.testing.assert_allclose(
+                state[row, index, :, :-1], A, rtol=1e-3, atol=1e-5
+            )
+            np.testing.assert_allclose(
+                state[row, index, :, -1], z, rtol=1e-3, atol=1e-5
+            )
+
+
+def test_second_segment_reads_the_first_through_associative_memory():
+    armt = make_armt("gpt2")
+    batch = random_batch(1, 8)
+    changed = {k: v.copy() for k, v in batch.items()}
+    changed["token_ids"][:, 1] = 3
+    first = numpy(armt(batch))["sequence_output"][:, 4:]
+    second = numpy(armt(changed))["sequence_output"][:, 4:]
+    assert np.abs(first - second).max() > 1e-4
+
+    baseline = make_armt("gpt2", carry_memory=False)
+    np.testing.assert_array_equal(
+        numpy(baseline(batch))["sequence_output"][:, 4:],
+        numpy(baseline(changed))["sequence_output"][:, 4:],
+    )
+
+
+@pytest.mark.parametrize("depth", [None, 1])
+def test_bptt_depth_stops_gradients_through_the_state_exactly(depth):
+    num_segments, segment_length = 4, 3
+    armt = make_armt("gpt2", segment_length=segment_length, bptt_depth=depth)
+    # Segment j uses only token ids 10 * (j + 1) + [0, 1, 2], so the
+    # gradient on those embedding rows is the gradient from segment j.
+    ids = np.array(
+        [[10 * (j + 1) + i for j in range(num_segments) for i in range(3)]],
+        "int32",
+    )
+    batch = {"token_ids": ids, "padding_mask": np.ones_like(ids)}
+    table = armt.backbone.token_embedding.embeddings
+
+    def loss():
+        output = armt(batch)["sequence_output"][:, -segment_length:]
+        return keras.ops.sum(
+            output * keras.ops.arange(HIDDEN_DIM, dtype="float32")
+        )
+
+    grads = gradient(loss, table)
+    for j in range(num_segments):
+        rows = grads[10 * (j + 1) : 10 * (j + 1) + 3]
+        hand_offs = num_segments - 1 - j
+        if depth is not None and hand_offs > depth:
+            np.testing.assert_array_equal(rows, 0.0)
+        else:
+            assert np.abs(rows).max() > 0.0, f"segment {j}"
+
+
+@pytest.mark.parametrize("alignment", ["left", "right"])
+def test_short_row_in_long_batch_equals_row_alone(alignment):
+    armt = make_armt("llama", alignment=alignment)
+    batch = random_batch(3, 13, lengths=[7, 13, 4])
+    together = numpy(armt(batch))
+    for row, length in enumerate([7, 13, 4]):
+        alone = numpy(
+            armt({k: v[row : row + 1, :length] for k, v in batch.items()})
+        )
+        np.testing.assert_allclose(
+            together["sequence_output"][row, :length],
+            alone["sequence_output"][0],
+            atol=1e-5,
+        )
+        np.testing.assert_allclose(
+            together["memory"][row], alone["memory"][0], rtol=1e-4, atol=1e-5
+        )
+
+
+def test_infer_stream_and_continuing_from_memory_equal_call(gpt2_armt):
+    # The compiled step (XLA on TensorFlow) orders float sums its own way.
+    batch = random_batch(2, 14, lengths=[14, 9], seed=3)
+    whole = numpy(gpt2_armt(batch))
+    inferred = numpy(gpt2_armt.infer(batch))
+    np.testing.assert_allclose(
+        inferred["sequence_output"], whole["sequence_output"], atol=1e-4
+    )
+    np.testing.assert_allclose(
+        inferred["memory"], whole["memory"], rtol=1e-4, atol=1e-4
+    )
+    last = numpy(gpt2_armt.infer(batch, keep="last_segment"))
+    np.testing.assert_allclose(
+        last["sequence_output"][0, :2],
+        whole["sequence_output"][0, 12:],
+        atol=1e-4,
+    )
+    np.testing.assert_allclose(
+        last["memory"], whole["memory"], rtol=1e-4, atol=1e-4
+    )
+    first = gpt2_armt({k: v[:, :8] for k, v in batch.items()})
+    rest = {k: v[:, 8:] for k, v in batch.items()}
+    rest = numpy(gpt2_armt({**rest, "memory": first["memory"]}))
+    np.testing.assert_allclose(
+        rest["sequence_output"], whole["sequence_output"][:, 8:], atol=1e-4
+    )
+    np.testing.assert_allclose(
+        rest["memory"], whole["memory"], rtol=1e-4, atol=1e-4
+    )
+
+
+def test_memory_of_wrong_shape_is_refused(gpt2_armt):
+    batch = random_batch(1, 4)
+    with pytest.raises(ValueError, match="associative state of shape"):
+        gpt2_armt({**batch, "memory": np.zeros((1, 2, HIDDEN_DIM), "float32")})
+
+
+def test_keras_file_round_trip_gives_identical_outputs(tmp_path):
+    inputs = text_inputs()
+    armt = make_armt("gpt2", bptt_depth=1)
+    model = keras.Model(inputs, armt(inputs))
+    batch = random_batch(2, 11, lengths=[11, 6])
+    expected = model.predict(batch, verbose=0)
+    model.save(tmp_path / "armt.keras")
+    restored = keras.saving.load_model(tmp_path / "armt.keras")
+    layer = restored.get_layer(armt.name)
+    assert isinstance(layer, keras_rmt.layers.AssociativeRecurrentSegments)
+    assert (layer.key_dim, layer.bptt_depth) == (KEY_DIM, 1)
+    got = restored.predict(batch, verbose=0)
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name])
+
+
+def test_layer_config_round_trip(gpt2_armt):
+    cls = keras_rmt.layers.AssociativeRecurrentSegments
+    clone = cls.from_config(gpt2_armt.get_config())
+    assert clone.get_config() == gpt2_armt.get_config()
+
+
+def test_encoder_backbone_is_refused():
+    with pytest.raises(ValueError, match="Received: backbone=BertBackbone"):
+        keras_rmt.layers.AssociativeRecurrentSegments(
+            make_backbone("bert"),
+            memory=keras_rmt.layers.MemoryTokens(2),
+            segment_length=4,
+        )
