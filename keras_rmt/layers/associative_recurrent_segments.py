@@ -183,7 +183,7 @@ class AssociativeRecurrentSegments(RecurrentSegments):
         mask = segment["padding_mask"]
         state = memory if self.carry_memory else initial
         matrices, normalizers = self._split_state(state)
-        embeddings = self._body.embed(segment["token_ids"])
+        embeddings = self._body.embed(segment["token_ids"], segment, training)
         slots = ops.cast(self.memory(embeddings), embeddings.dtype)
         joined = ops.concatenate([embeddings, slots], axis=1)
         m = self.num_memory_tokens
