@@ -44,14 +44,19 @@ class RMTCausalLM(SavedModelExport, keras_hub.models.CausalLM):
 
     Generation: `generate()` reads the prompt segment by segment to build the
     memory, then samples with the sampler given to `compile()` (any
-    keras-hub sampler that takes one token at a time: `"greedy"`,
-    `"top_k"`, `"top_p"`, `"random"`). When the current segment fills up,
-    its memory is written and generation goes on in a new segment, so the
-    generated length is not bounded by the backbone's position table.
-    Generation reads the stream in segments that start at its first token,
-    whatever the backbone's `alignment`. Within a segment, GPT-2 backbones
-    (with `memory_attention="backbone"`) keep a key/value cache, so a step
-    runs one token; other backbones run the segment again at each step.
+    keras-hub sampler: greedy, top-k, top-p, random, beam and contrastive
+    search, with the memory carried per beam). When the current segment
+    fills up, its memory is written and generation goes on in a new
+    segment, so the generated length is not bounded by the backbone's
+    position table. Generation reads the stream in segments that start at
+    its first token, whatever the backbone's `alignment`. Within a segment,
+    every keras-hub decoder whose CausalLM has a key/value cache (GPT-2,
+    OPT, Llama, Mistral, Gemma, Qwen, Phi-3, Falcon, Bloom, GPT-NeoX...)
+    runs one token a step through that family's own cache code; other
+    backbones, and `memory_attention="bidirectional"`, run the segment again
+    at each step (with a warning). `generate(..., return_memory=True)` and
+    `generate(..., memory=m)` carry a conversation across calls; `score()`
+    gives per-token logits or losses over any length.
 
     Args:
         backbone: `keras_rmt.models.RMTBackbone` over a causal (decoder)
