@@ -533,7 +533,7 @@ class RMTCausalLM(SavedModelExport, keras_hub.models.CausalLM):
         batch = ops.shape(token_ids)[0]
         layer = self._generation_layer()
 
-        def body(segment_index, memory, hidden):
+        def body(segment_index, memory, *hidden):
             start = segment_index * length
             outputs = layer(
                 {
@@ -548,17 +548,19 @@ class RMTCausalLM(SavedModelExport, keras_hub.models.CausalLM):
             )
             if self.backbone.carry_memory:
                 memory = ops.cast(outputs["memory"], memory.dtype)
-            if hidden is not None:
-                tokens = ops.cast(outputs["sequence_output"], hidden.dtype)
-                hidden = ops.slice_update(hidden, [0, start, 0], tokens)
-            return segment_index + 1, memory, hidden
+            # No None among loop variables: torch's loop converts them all.
+            if hidden:
+                tokens = ops.cast(outputs["sequence_output"], hidden[0].dtype)
+                hidden = (ops.slice_update(hidden[0], [0, start, 0], tokens),)
+            return segment_index + 1, memory, *hidden
 
-        _, memory, hidden = ops.while_loop(
-            lambda segment_index, memory, hidden: segment_index < count,
+        extra = () if hidden is None else (hidden,)
+        _, memory, *extra = ops.while_loop(
+            lambda segment_index, memory, *hidden: segment_index < count,
             body,
-            (ops.convert_to_tensor(first, "int32"), memory, hidden),
+            (ops.convert_to_tensor(first, "int32"), memory, *extra),
         )
-        return memory, hidden
+        return memory, (extra[0] if extra else None)
 
     def _memory_after(self, token_ids, padding_mask, index, prompt_memory):
         """The memory after each row's output, from the prompt's memory."""
