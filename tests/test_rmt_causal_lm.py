@@ -168,7 +168,7 @@ def test_greedy_generation_across_segments_equals_recomputing(generation):
 def test_generation_steps_give_the_recomputed_logits(generation):
     causal_lm, prompt, expected, logits = generation
     prompt = {k: keras.ops.convert_to_tensor(v) for k, v in prompt.items()}
-    cache, index = causal_lm.start_generation(
+    cache, index, _ = causal_lm.start_generation(
         prompt["token_ids"], prompt["padding_mask"]
     )
     assert int(index) == 3

@@ -1,21 +1,20 @@
 import inspect
 import math
+import warnings
 
 import keras
 import keras_hub
+import numpy as np
 from keras import ops
 from keras_hub.src.utils.tensor_utils import any_equal
 
 from keras_rmt.layers.recurrent_segments import RecurrentSegments
 from keras_rmt.metrics.segment_losses import SegmentLosses
-from keras_rmt.models.gpt2_segment_cache import (
-    GPT2SegmentCache,
-    supports_segment_cache,
-)
 from keras_rmt.models.rmt_backbone import RMTBackbone
 from keras_rmt.models.rmt_causal_lm_preprocessor import RMTCausalLMPreprocessor
 from keras_rmt.models.rmt_presets import load_rmt_task
 from keras_rmt.models.saved_model_export import SavedModelExport
+from keras_rmt.models.segment_cache import segment_cache_for
 
 # Per-segment losses reported when neither compile() nor a preprocessor's
 # sequence length says how many segments the data has.
@@ -45,14 +44,19 @@ class RMTCausalLM(SavedModelExport, keras_hub.models.CausalLM):
 
     Generation: `generate()` reads the prompt segment by segment to build the
     memory, then samples with the sampler given to `compile()` (any
-    keras-hub sampler that takes one token at a time: `"greedy"`,
-    `"top_k"`, `"top_p"`, `"random"`). When the current segment fills up,
-    its memory is written and generation goes on in a new segment, so the
-    generated length is not bounded by the backbone's position table.
-    Generation reads the stream in segments that start at its first token,
-    whatever the backbone's `alignment`. Within a segment, GPT-2 backbones
-    (with `memory_attention="backbone"`) keep a key/value cache, so a step
-    runs one token; other backbones run the segment again at each step.
+    keras-hub sampler: greedy, top-k, top-p, random, beam and contrastive
+    search, with the memory carried per beam). When the current segment
+    fills up, its memory is written and generation goes on in a new
+    segment, so the generated length is not bounded by the backbone's
+    position table. Generation reads the stream in segments that start at
+    its first token, whatever the backbone's `alignment`. Within a segment,
+    every keras-hub decoder whose CausalLM has a key/value cache (GPT-2,
+    OPT, Llama, Mistral, Gemma, Qwen, Phi-3, Falcon, Bloom, GPT-NeoX...)
+    runs one token a step through that family's own cache code; other
+    backbones, and `memory_attention="bidirectional"`, run the segment again
+    at each step (with a warning). `generate(..., return_memory=True)` and
+    `generate(..., memory=m)` carry a conversation across calls; `score()`
+    gives per-token logits or losses over any length.
 
     Args:
         backbone: `keras_rmt.models.RMTBackbone` over a causal (decoder)
@@ -225,19 +229,132 @@ class RMTCausalLM(SavedModelExport, keras_hub.models.CausalLM):
 
     # === Generation ===
 
+    def generate(
+        self,
+        inputs,
+        max_length=None,
+        stop_token_ids="auto",
+        strip_prompt=False,
+        memory=None,
+        return_memory=False,
+    ):
+        """Generates text after prompts, optionally going on from a memory.
+
+        As `keras_hub.models.CausalLM.generate`, with two more arguments to
+        carry a conversation or a stream across calls: `return_memory=True`
+        returns the memory after the output, and `memory=` starts the next
+        call's prompts from it. A call reads only its own prompt and output,
+        whatever came before.
+
+        Args:
+            inputs: strings (with a preprocessor) or a dict of `"token_ids"`
+                and `"padding_mask"`, or a `tf.data.Dataset` of them.
+            max_length: int. The length of the outputs, prompt included.
+                Defaults to the preprocessor's `sequence_length` (else its
+                `max_length`); without a preprocessor the inputs' padded
+                length is used.
+            stop_token_ids: `"auto"`, None or a list of token ids, as in
+                keras-hub. Defaults to `"auto"`: the tokenizer's end token.
+            strip_prompt: bool. Return only the generated text. Defaults to
+                `False`.
+            memory: optional tensor `(batch_size, num_memory_tokens,
+                hidden_dim)`, for instance one returned with
+                `return_memory=True`. The prompts are read as the text that
+                follows it, from the start of a new segment. All inputs must
+                then be one batch. Defaults to `None`: the learned memory.
+            return_memory: bool. If True, returns `(outputs, memory)`: the
+                memory after each row's whole output (prompt and generated
+                text up to its stop token; a last, partial segment is
+                written as it stands). Defaults to `False`.
+
+        Returns:
+            The outputs as keras-hub's `generate()` returns them, and with
+            `return_memory=True` the memory as a NumPy array.
+        """
+        if max_length is None and self.preprocessor is not None:
+            max_length = self._default_max_length()
+        if memory is None and not return_memory:
+            return super().generate(
+                inputs,
+                max_length=max_length,
+                stop_token_ids=stop_token_ids,
+                strip_prompt=strip_prompt,
+            )
+        if memory is not None:
+            memory = self._check_memory(memory)
+        function = self.make_generate_function()
+        memories = []
+
+        def generate_with_memory(x, stop_token_ids=None):
+            if memory is not None and memories:
+                raise ValueError(
+                    "generate(memory=...) takes its inputs as one batch, "
+                    "whose rows the memory's rows continue. Received: inputs "
+                    "of more than one batch"
+                )
+            start = memory
+            if start is None:
+                start = self._initial_memory(ops.shape(x["token_ids"])[0])
+            outputs = dict(function({**x, "memory": start}, stop_token_ids))
+            memories.append(ops.convert_to_numpy(outputs.pop("memory")))
+            return outputs
+
+        # keras-hub's generate() does the rest (preprocessing, batches,
+        # strip_prompt, detokenizing) around the compiled function.
+        self.generate_function = generate_with_memory
+        try:
+            outputs = super().generate(
+                inputs,
+                max_length=max_length,
+                stop_token_ids=stop_token_ids,
+                strip_prompt=strip_prompt,
+            )
+        finally:
+            self.generate_function = function
+        return outputs, np.concatenate(memories, axis=0)
+
+    def _default_max_length(self):
+        for name in ("sequence_length", "max_length"):
+            length = getattr(self.preprocessor, name, None)
+            if length is not None:
+                return length
+        raise ValueError(
+            "generate() needs `max_length` when the preprocessor has neither "
+            "a `sequence_length` nor a `max_length` to default to. Received: "
+            "max_length=None"
+        )
+
+    def _check_memory(self, memory):
+        memory = ops.convert_to_tensor(memory)
+        expected = (self.backbone.num_memory_tokens, self.backbone.hidden_dim)
+        if len(memory.shape) != 3 or tuple(memory.shape[1:]) != expected:
+            raise ValueError(
+                "`memory` must have shape (batch_size, "
+                f"{expected[0]}, {expected[1]}). "
+                f"Received: memory.shape={tuple(memory.shape)}"
+            )
+        return memory
+
     def make_generate_function(self):
         # The stepping layer must exist before any tracing starts.
         self._generation_layer()
+        self._segment_cache()
         return super().make_generate_function()
 
     def generate_step(self, inputs, stop_token_ids=None):
         """Generates for one batch of `token_ids` / `padding_mask`.
 
         Rows hold their prompt at the start, padding after it; the padded
-        length is the length generated up to.
+        length is the length generated up to. With `inputs["memory"]`, the
+        prompts follow that memory, and the outputs hold the memory after
+        each row's output under `"memory"`.
         """
         token_ids, padding_mask = inputs["token_ids"], inputs["padding_mask"]
-        cache, index = self.start_generation(token_ids, padding_mask)
+        memory = inputs.get("memory")
+        cache, index, hidden_states = self.start_generation(
+            token_ids, padding_mask, memory
+        )
+        prompt_memory = cache[0]
         token_ids = self.sampler(
             next=self.next_logits,
             prompt=token_ids,
@@ -245,6 +362,7 @@ class RMTCausalLM(SavedModelExport, keras_hub.models.CausalLM):
             index=index,
             mask=padding_mask,
             stop_token_ids=stop_token_ids,
+            hidden_states=hidden_states,
             model=self,
         )
         if stop_token_ids is not None:
@@ -257,34 +375,73 @@ class RMTCausalLM(SavedModelExport, keras_hub.models.CausalLM):
             padding_mask = ops.logical_not(ops.cast(after_end, "bool"))
         else:
             padding_mask = ops.ones_like(token_ids, dtype="bool")
-        return {"token_ids": token_ids, "padding_mask": padding_mask}
+        outputs = {"token_ids": token_ids, "padding_mask": padding_mask}
+        if memory is not None:
+            outputs["memory"] = self._memory_after(
+                token_ids, padding_mask, index, prompt_memory
+            )
+        return outputs
 
-    def start_generation(self, token_ids, padding_mask):
-        """Reads the whole segments before the first generated position.
+    def start_generation(self, token_ids, padding_mask, memory=None):
+        """Reads the prompts up to the first position to generate.
 
-        Returns the sampler's cache and the first index to generate at: the
-        shortest prompt's length. The cache holds the memory to read in the
-        current segment and the memory written last (both the same here),
-        plus, with a key/value cache, that cache and the segment it holds.
+        Whole segments before it are read to build their memory; the
+        segment holding the last position before it is run once, into the
+        key/value cache where the backbone has one.
+
+        Returns the sampler's cache (every entry with the batch first, so
+        beam samplers can copy and reorder it), the first index to generate
+        at (the shortest prompt's length) and the hidden states of the
+        prompt positions up to the end of that segment, `(batch, length,
+        hidden_dim)`, as contrastive search wants them.
         """
+        batch, total = ops.shape(token_ids)[0], ops.shape(token_ids)[1]
+        length = self.backbone.segment_length
         lengths = ops.sum(ops.cast(padding_mask, "int32"), axis=-1)
         index = ops.min(lengths)
-        length = self.backbone.segment_length
-        full_segments = ops.maximum(index - 1, 0) // length
-        memory = self._read_segments(token_ids, full_segments)
+        current = ops.maximum(index - 1, 0) // length
+        if memory is None:
+            memory = self._initial_memory(batch)
+        memory = ops.cast(
+            memory, self.backbone.recurrent_segments.compute_dtype
+        )
+        padded = ops.concatenate(
+            [token_ids, ops.zeros((batch, length), token_ids.dtype)], axis=1
+        )
+        hidden = ops.zeros(
+            (batch, total + length, self.backbone.hidden_dim), memory.dtype
+        )
+        memory, hidden = self._read_segments(
+            padded, ops.ones_like(padded), 0, current, memory, hidden
+        )
+        segment = ops.slice(padded, [0, current * length], [batch, length])
         segment_cache = self._segment_cache()
         if segment_cache is None:
-            return (memory, memory), index
-        batch = ops.shape(token_ids)[0]
-        no_segment = ops.convert_to_tensor(-1, "int32")
-        return (memory, memory, segment_cache.empty(batch), no_segment), index
+            outputs = self._generation_layer()(
+                {
+                    "token_ids": segment,
+                    "padding_mask": ops.ones_like(segment),
+                    "memory": memory,
+                }
+            )
+            tokens = outputs["sequence_output"]
+            cache = (memory, memory)
+        else:
+            tokens, written, kv_cache = segment_cache.prefill(memory, segment)
+            segment_index = ops.full((batch,), current, "int32")
+            written = ops.cast(written, memory.dtype)
+            cache = (memory, written, kv_cache, segment_index)
+        hidden = ops.slice_update(
+            hidden, [0, current * length, 0], ops.cast(tokens, hidden.dtype)
+        )
+        return cache, index, hidden[:, :total]
 
     def next_logits(self, prompt, cache, index):
         """The sampler's step: logits for the token at `index`.
 
-        Runs the segment holding position `index - 1` on the tokens up to
-        it. At the first position of a segment, the memory written by the
-        run that ended the previous segment becomes the memory to read.
+        Runs the token at `index - 1` in its segment. At the first position
+        of a segment, the memory written at the end of the previous one
+        becomes the memory to read.
         """
         if self._segment_cache() is not None:
             return self._next_logits_cached(prompt, cache, index)
@@ -313,7 +470,8 @@ class RMTCausalLM(SavedModelExport, keras_hub.models.CausalLM):
         logits = self.backbone.token_embedding(hidden, reverse=True)
         written = outputs["memory"]
         if not self.backbone.carry_memory:
-            written = self._initial_memory(batch)
+            # Every segment reads the memory the stream started from.
+            written = memory
         return logits, hidden, (memory, written)
 
     def _next_logits_cached(self, prompt, cache, index):
@@ -324,30 +482,15 @@ class RMTCausalLM(SavedModelExport, keras_hub.models.CausalLM):
         batch = ops.shape(prompt)[0]
         position = ops.maximum(index - 1, 0)
         segment_index = position // length
-        start = segment_index * length
-        offset = position - start
-        entering = segment_index != cached_segment
+        offset = position - segment_index * length
+        token = ops.slice(prompt, [0, position], [batch, 1])
+        entering = ops.any(cached_segment != segment_index)
         memory = ops.where(entering, written, memory)
-
-        def enter():
-            padded = ops.concatenate(
-                [prompt, ops.zeros((batch, length), prompt.dtype)], axis=1
-            )
-            segment = ops.slice(padded, [0, start], [batch, length])
-            outputs, new_cache = segment_cache.enter(
-                memory, segment, segment_cache.empty(batch)
-            )
-            hidden = ops.slice(
-                outputs, [0, offset, 0], [batch, 1, self.backbone.hidden_dim]
-            )
-            return hidden[:, 0], new_cache
-
-        def step():
-            token = ops.slice(prompt, [0, position], [batch, 1])
-            outputs, new_cache = segment_cache.step(token, offset, kv_cache)
-            return outputs[:, 0], new_cache
-
-        hidden, kv_cache = ops.cond(entering, enter, step)
+        hidden, kv_cache = ops.cond(
+            entering,
+            lambda: segment_cache.enter(memory, token, kv_cache),
+            lambda: segment_cache.step(token, offset, kv_cache),
+        )
         logits = self.backbone.token_embedding(hidden, reverse=True)
         if self.backbone.carry_memory:
             written = ops.cond(
@@ -358,41 +501,82 @@ class RMTCausalLM(SavedModelExport, keras_hub.models.CausalLM):
                 lambda: written,
             )
         else:
-            written = self._initial_memory(batch)
-        return logits, hidden, (memory, written, kv_cache, segment_index)
+            written = memory
+        cached_segment = ops.full_like(cached_segment, segment_index)
+        return logits, hidden, (memory, written, kv_cache, cached_segment)
 
     def _segment_cache(self):
-        if not supports_segment_cache(self.backbone):
-            return None
-        return GPT2SegmentCache(self.backbone)
+        """The key/value cache generation steps with, or None (recompute)."""
+        decided = getattr(self, "_segment_cache_decision", None)
+        if decided is None:
+            segment_cache, reason = segment_cache_for(self.backbone)
+            if segment_cache is None:
+                warnings.warn(
+                    f"RMTCausalLM generates without a key/value cache "
+                    f"({reason}): each new token runs its segment again.",
+                    stacklevel=3,
+                )
+            decided = (segment_cache,)
+            object.__setattr__(self, "_segment_cache_decision", decided)
+        return decided[0]
 
-    def _read_segments(self, token_ids, count):
-        """Memory after the first `count` segments, all holding tokens."""
+    def _read_segments(
+        self, token_ids, padding_mask, first, count, memory, hidden=None
+    ):
+        """Memory after segments `first...count - 1` of `token_ids`.
+
+        A segment of all padding leaves a row's memory as it was. With
+        `hidden`, the segments' token outputs are also written into it.
+        Returns `(memory, hidden)`.
+        """
         length = self.backbone.segment_length
         batch = ops.shape(token_ids)[0]
-        initial = self._initial_memory(batch)
         layer = self._generation_layer()
 
-        def body(segment_index, memory):
-            segment = ops.slice(
-                token_ids, [0, segment_index * length], [batch, length]
-            )
+        def body(segment_index, memory, *hidden):
+            start = segment_index * length
             outputs = layer(
                 {
-                    "token_ids": segment,
-                    "padding_mask": ops.ones_like(segment),
+                    "token_ids": ops.slice(
+                        token_ids, [0, start], [batch, length]
+                    ),
+                    "padding_mask": ops.slice(
+                        padding_mask, [0, start], [batch, length]
+                    ),
                     "memory": memory,
                 }
             )
-            written = outputs["memory"]
-            if not self.backbone.carry_memory:
-                written = initial
-            return segment_index + 1, written
+            if self.backbone.carry_memory:
+                memory = ops.cast(outputs["memory"], memory.dtype)
+            # No None among loop variables: torch's loop converts them all.
+            if hidden:
+                tokens = ops.cast(outputs["sequence_output"], hidden[0].dtype)
+                hidden = (ops.slice_update(hidden[0], [0, start, 0], tokens),)
+            return segment_index + 1, memory, *hidden
 
-        _, memory = ops.while_loop(
-            lambda segment_index, memory: segment_index < count,
+        extra = () if hidden is None else (hidden,)
+        _, memory, *extra = ops.while_loop(
+            lambda segment_index, memory, *hidden: segment_index < count,
             body,
-            (ops.convert_to_tensor(0, "int32"), initial),
+            (ops.convert_to_tensor(first, "int32"), memory, *extra),
+        )
+        return memory, (extra[0] if extra else None)
+
+    def _memory_after(self, token_ids, padding_mask, index, prompt_memory):
+        """The memory after each row's output, from the prompt's memory."""
+        length = self.backbone.segment_length
+        batch, total = ops.shape(token_ids)[0], ops.shape(token_ids)[1]
+        first = ops.maximum(index - 1, 0) // length
+        count = (total + length - 1) // length
+        padding = ops.zeros((batch, length), "int32")
+        token_ids = ops.concatenate(
+            [token_ids, ops.cast(padding, token_ids.dtype)], axis=1
+        )
+        padding_mask = ops.concatenate(
+            [ops.cast(padding_mask, "int32"), padding], axis=1
+        )
+        memory, _ = self._read_segments(
+            token_ids, padding_mask, first, count, prompt_memory
         )
         return memory
 
@@ -420,6 +604,77 @@ class RMTCausalLM(SavedModelExport, keras_hub.models.CausalLM):
             # Shares every weight with the backbone: not tracked twice.
             object.__setattr__(self, "_left_aligned_segments", stepper)
         return stepper
+
+    # === Scoring ===
+
+    def score(
+        self,
+        token_ids,
+        padding_mask=None,
+        scoring_mode="logits",
+        layer_intercept_fn=None,
+        target_ids=None,
+    ):
+        """Scores token ids of any length: logits or loss per token.
+
+        As keras-hub's `score()` (for instance
+        `keras_hub.models.GPT2CausalLM.score`), read segment by segment with
+        memory: the logits are those of `predict()`. Runs for inference, one
+        compiled segment step at a time, so any length fits in memory; in
+        `"loss"` mode the logits are never held for more than one segment.
+
+        Args:
+            token_ids: int tensor `(batch_size, num_tokens)`.
+            padding_mask: tensor `(batch_size, num_tokens)`, true on real
+                tokens (rows padded at the end). Defaults to all ones.
+            scoring_mode: `"logits"` (returns `(batch_size, num_tokens,
+                vocabulary_size)`) or `"loss"` (returns the cross-entropy of
+                each position's `target_ids`, `(batch_size, num_tokens)`).
+                Defaults to `"logits"`.
+            layer_intercept_fn: must be None: the layers of a recurrent
+                model run once per segment, which keras-hub's intercept
+                (one call per layer) cannot express.
+            target_ids: int tensor `(batch_size, num_tokens)`, the token
+                expected at each position. Needed in `"loss"` mode.
+        """
+        if scoring_mode not in ("logits", "loss"):
+            raise ValueError(
+                "`scoring_mode` must be 'logits' or 'loss'. "
+                f"Received: scoring_mode={scoring_mode!r}"
+            )
+        if scoring_mode == "loss" and target_ids is None:
+            raise ValueError(
+                "scoring_mode='loss' needs the expected tokens as "
+                "`target_ids`. Received: target_ids=None"
+            )
+        if layer_intercept_fn is not None:
+            raise ValueError(
+                "RMTCausalLM.score() cannot intercept layer activations: its "
+                "layers run once per segment. "
+                f"Received: layer_intercept_fn={layer_intercept_fn!r}"
+            )
+        token_ids = ops.convert_to_tensor(token_ids)
+        if padding_mask is None:
+            padding_mask = ops.ones_like(token_ids)
+        hidden = self.backbone.recurrent_segments.infer(
+            {"token_ids": token_ids, "padding_mask": padding_mask}
+        )["sequence_output"]
+        embedding = self.backbone.token_embedding
+        if scoring_mode == "logits":
+            return embedding(hidden, reverse=True)
+        target_ids = ops.convert_to_tensor(target_ids)
+        length = self.backbone.segment_length
+        losses = []
+        for start in range(0, int(ops.shape(token_ids)[1]), length):
+            logits = embedding(hidden[:, start : start + length], reverse=True)
+            losses.append(
+                keras.losses.sparse_categorical_crossentropy(
+                    target_ids[:, start : start + length],
+                    logits,
+                    from_logits=True,
+                )
+            )
+        return ops.concatenate(losses, axis=1)
 
 
 def _check_decoder_backbone(backbone):
