@@ -168,3 +168,22 @@ def test_classifier_fits_on_a_growing_segmented_dataset(classifier):
     ).history
     assert history["num_segments"] == [1, 2]
     assert np.isfinite(history["loss"]).all()
+
+
+def _next_token_batch(batch_size, num_segments, rng):
+    inputs, labels = _make_batch(batch_size, num_segments, rng)
+    return inputs, labels % 64  # within the tiny vocabulary
+
+
+def test_causal_lm_fits_on_a_growing_segmented_dataset():
+    causal_lm = keras_rmt.models.RMTCausalLM(make_rmt_backbone("gpt2"))
+    data = SegmentedDataset(_next_token_batch, 2, 2, segment_length=4, pad_to=2)
+    curriculum = keras_rmt.callbacks.SegmentCurriculum(
+        data, max_segments=2, schedule=[1, 2]
+    )
+    causal_lm.compile(optimizer="adam")
+    history = causal_lm.fit(
+        data, epochs=2, callbacks=[curriculum], verbose=0
+    ).history
+    assert history["num_segments"] == [1, 2]
+    assert np.isfinite(history["loss"]).all()

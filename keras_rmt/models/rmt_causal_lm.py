@@ -15,6 +15,7 @@ from keras_rmt.models.rmt_causal_lm_preprocessor import RMTCausalLMPreprocessor
 from keras_rmt.models.rmt_presets import load_rmt_task
 from keras_rmt.models.saved_model_export import SavedModelExport
 from keras_rmt.models.segment_cache import segment_cache_for
+from keras_rmt.models.token_dataset_fit import TokenDatasetFit
 
 # Per-segment losses reported when neither compile() nor a preprocessor's
 # sequence length says how many segments the data has.
@@ -22,7 +23,7 @@ DEFAULT_SEGMENT_METRICS = 4
 
 
 @keras.saving.register_keras_serializable(package="keras_rmt")
-class RMTCausalLM(SavedModelExport, keras_hub.models.CausalLM):
+class RMTCausalLM(TokenDatasetFit, SavedModelExport, keras_hub.models.CausalLM):
     """A Recurrent Memory Transformer language model over inputs of any length.
 
     Predicts the next token at every position of an input of any length,

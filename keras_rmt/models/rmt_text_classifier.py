@@ -8,6 +8,7 @@ from keras_rmt.models.rmt_text_classifier_preprocessor import (
     RMTTextClassifierPreprocessor,
 )
 from keras_rmt.models.saved_model_export import SavedModelExport
+from keras_rmt.models.token_dataset_fit import TokenDatasetFit
 from keras_rmt.utils import segmentation
 from keras_rmt.utils.checks import check_positive_integer
 
@@ -15,7 +16,9 @@ SEGMENT_LOSSES = ("last", "mean")
 
 
 @keras.saving.register_keras_serializable(package="keras_rmt")
-class RMTTextClassifier(SavedModelExport, keras_hub.models.TextClassifier):
+class RMTTextClassifier(
+    TokenDatasetFit, SavedModelExport, keras_hub.models.TextClassifier
+):
     """Classifies documents of any length with a Recurrent Memory Transformer.
 
     A `keras_rmt.models.RMTBackbone` reads the document segment by segment.
@@ -208,15 +211,6 @@ class RMTTextClassifier(SavedModelExport, keras_hub.models.TextClassifier):
                 y_pred, x["padding_mask"]
             )
         return super().compute_metrics(x, y, y_pred, sample_weight)
-
-    def fit(self, x=None, y=None, **kwargs):
-        # keras-hub's `fit` turns `x` into a dataset of samples to
-        # preprocess, which a `keras.utils.PyDataset` (such as
-        # `keras_rmt.datasets.SegmentedDataset`, made of token ids) is not:
-        # Keras reads it directly.
-        if isinstance(x, keras.utils.PyDataset):
-            return keras.Model.fit(self, x, y, **kwargs)
-        return super().fit(x, y, **kwargs)
 
     def get_config(self):
         config = super().get_config()
