@@ -27,47 +27,58 @@ import keras_rmt  # noqa: E402
 from keras_rmt.models.segment_cache import find_cached_causal_lm  # noqa: E402
 
 
-def _sizes(heads_key="num_heads", width=64, **extra):
+def _sizes(size, heads_key="num_heads", **extra):
     return {
-        "vocabulary_size": 1000,
-        "num_layers": 2,
-        heads_key: 4,
-        "hidden_dim": width,
-        "intermediate_dim": 2 * width,
+        "vocabulary_size": size.vocabulary,
+        "num_layers": size.layers,
+        heads_key: size.heads,
+        "hidden_dim": size.width,
+        "intermediate_dim": 4 * size.width if size.width > 64 else 128,
         **extra,
     }
 
 
-def _grouped(**extra):
-    return _sizes("num_query_heads", num_key_value_heads=2, **extra)
+def _grouped(size, **extra):
+    kv_heads = max(1, size.heads // 2)
+    return _sizes(
+        size, "num_query_heads", num_key_value_heads=kv_heads, **extra
+    )
+
+
+def _positions(size):
+    return {"max_sequence_length": size.positions}
 
 
 FAMILIES = {
-    "gpt2": lambda: keras_hub.models.GPT2Backbone(
-        **_sizes(), max_sequence_length=128
+    "gpt2": lambda s: keras_hub.models.GPT2Backbone(
+        **_sizes(s), **_positions(s)
     ),
-    "opt": lambda: keras_hub.models.OPTBackbone(
-        **_sizes(), max_sequence_length=128
+    "opt": lambda s: keras_hub.models.OPTBackbone(**_sizes(s), **_positions(s)),
+    "llama": lambda s: keras_hub.models.LlamaBackbone(**_grouped(s)),
+    "llama3": lambda s: keras_hub.models.Llama3Backbone(**_grouped(s)),
+    "mistral": lambda s: keras_hub.models.MistralBackbone(**_grouped(s)),
+    "gemma": lambda s: keras_hub.models.GemmaBackbone(
+        **_grouped(s, head_dim=s.width // s.heads)
     ),
-    "llama": lambda: keras_hub.models.LlamaBackbone(**_grouped()),
-    "llama3": lambda: keras_hub.models.Llama3Backbone(**_grouped()),
-    "mistral": lambda: keras_hub.models.MistralBackbone(**_grouped()),
-    "gemma": lambda: keras_hub.models.GemmaBackbone(**_grouped(head_dim=16)),
-    "gemma3": lambda: keras_hub.models.Gemma3Backbone(
-        image_size=16, vision_encoder=None, **_grouped(head_dim=16)
+    "gemma3": lambda s: keras_hub.models.Gemma3Backbone(
+        image_size=16,
+        vision_encoder=None,
+        **_grouped(s, head_dim=s.width // s.heads),
     ),
-    "qwen": lambda: keras_hub.models.QwenBackbone(**_grouped()),
-    "qwen3": lambda: keras_hub.models.Qwen3Backbone(**_grouped(head_dim=16)),
-    "phi3": lambda: keras_hub.models.Phi3Backbone(**_grouped()),
-    "falcon": lambda: keras_hub.models.FalconBackbone(
-        **_sizes("num_attention_heads")
+    "qwen": lambda s: keras_hub.models.QwenBackbone(**_grouped(s)),
+    "qwen3": lambda s: keras_hub.models.Qwen3Backbone(
+        **_grouped(s, head_dim=s.width // s.heads)
     ),
-    "bloom": lambda: keras_hub.models.BloomBackbone(**_sizes()),
-    "gpt_neox": lambda: keras_hub.models.GPTNeoXBackbone(
-        **_sizes(), max_sequence_length=128
+    "phi3": lambda s: keras_hub.models.Phi3Backbone(**_grouped(s)),
+    "falcon": lambda s: keras_hub.models.FalconBackbone(
+        **_sizes(s, "num_attention_heads")
     ),
-    "mixtral": lambda: keras_hub.models.MixtralBackbone(
-        **_grouped(num_experts=2)
+    "bloom": lambda s: keras_hub.models.BloomBackbone(**_sizes(s)),
+    "gpt_neox": lambda s: keras_hub.models.GPTNeoXBackbone(
+        **_sizes(s), **_positions(s)
+    ),
+    "mixtral": lambda s: keras_hub.models.MixtralBackbone(
+        **_grouped(s, num_experts=2)
     ),
 }
 
@@ -86,7 +97,7 @@ def _seconds(causal_lm, prompt, repeats):
 
 def run(family, args):
     keras.utils.set_random_seed(0)
-    backbone = FAMILIES[family]()
+    backbone = FAMILIES[family](args)
     rmt = keras_rmt.models.RMTCausalLM(
         keras_rmt.models.RMTBackbone(
             backbone,
@@ -98,7 +109,8 @@ def run(family, args):
     reference = find_cached_causal_lm(backbone)(backbone, preprocessor=None)
     length = args.prompt + args.new_tokens
     rng = np.random.default_rng(0)
-    token_ids = rng.integers(1, 1000, (args.batch, length)).astype("int32")
+    shape = (args.batch, length)
+    token_ids = rng.integers(1, args.vocabulary, shape).astype("int32")
     padding_mask = np.zeros((args.batch, length), "int32")
     padding_mask[:, : args.prompt] = 1
     prompt = {
@@ -120,9 +132,20 @@ def main():
     parser.add_argument("--prompt", type=int, default=24)
     parser.add_argument("--new-tokens", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--vocabulary", type=int, default=1000)
+    parser.add_argument(
+        "--positions", type=int, default=128, help="learned position tables"
+    )
+    parser.add_argument("--mixed-precision", action="store_true")
     args = parser.parse_args()
+    if args.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
     print(
-        f"backend {keras.backend.backend()}, 2 layers, width 64, segment "
+        f"backend {keras.backend.backend()}, {args.layers} layers, width "
+        f"{args.width}, vocabulary {args.vocabulary}, segment "
         f"{args.segment_length}, {args.memory_tokens} memory tokens, batch "
         f"{args.batch}, prompt {args.prompt}, {args.new_tokens} new tokens, "
         f"greedy, best of {args.repeats}\n"

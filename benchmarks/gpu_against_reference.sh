@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# keras-rmt against the reference RMT on one GPU (benchmarks/README.md), in one device call.
+# keras-rmt against the reference RMT on one GPU (benchmarks/README.md),
+# in one device call.
 # Usage (on the GPU machine, wheels installed, PYTHONPATH set, the reference
 # file in benchmarks/reference_rmt/):
 #   [PART=2] bash benchmarks/gpu_against_reference.sh OUT_DIR

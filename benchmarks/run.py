@@ -131,12 +131,18 @@ def _rmt(config):
     import keras_rmt
 
     positions = config["segment_length"] + 2 * config["memory_tokens"]
-    return keras_rmt.layers.RecurrentSegments(
+    options = {}
+    layer_class = keras_rmt.layers.RecurrentSegments
+    if config.get("associative_key_dim"):
+        layer_class = keras_rmt.layers.AssociativeRecurrentSegments
+        options["key_dim"] = config["associative_key_dim"]
+    return layer_class(
         _backbone(config, max(positions, 64)),
         memory=keras_rmt.layers.MemoryTokens(config["memory_tokens"]),
         segment_length=config["segment_length"],
         segment_loop=config["segment_loop"],
         remat=config["remat"],
+        **options,
     )
 
 
@@ -153,6 +159,7 @@ def _log(config, row):
     row = {**row, "flash": config["flash"], "dropout": config["dropout"]}
     row.update(remat=config["remat"], xla_flags=os.environ.get("XLA_FLAGS"))
     row.update(segment_loop=config["segment_loop"])
+    row.update(associative_key_dim=config.get("associative_key_dim", 0))
     row.update(
         unfused_inference=config["unfused_inference"],
         scan_unroll=config["scan_unroll"],
@@ -424,6 +431,12 @@ def _parse():
     parser.add_argument(
         "--segment-loop", default="auto", choices=("auto", "unrolled", "scan")
     )
+    parser.add_argument(
+        "--associative-key-dim",
+        type=int,
+        default=0,
+        help="ARMT: associative memory with keys of this size (paper: 64)",
+    )
     parser.add_argument("--seconds", type=float, help="timing per point")
     parser.add_argument(
         "--data-parallel", type=int, default=0, help="devices for DataParallel"
@@ -452,6 +465,7 @@ def main():
         no_attention_dropout=args.no_attention_dropout,
         scan_unroll=args.scan_unroll,
         segment_loop=args.segment_loop,
+        associative_key_dim=args.associative_key_dim,
         seconds=args.seconds or (0.5 if args.quick else 2.0),
         data_parallel=args.data_parallel,
         curve_steps=args.loss_curve,
