@@ -155,19 +155,20 @@ def _classification_batch(batch_size, num_segments, rng):
     return inputs, inputs["token_ids"][:, 0] % 2
 
 
-def test_classifier_fits_on_a_growing_segmented_dataset(classifier):
-    data = SegmentedDataset(
-        _classification_batch, 2, 2, segment_length=4, pad_to=2
-    )
+def _assert_fits_on_growing_segments(task, make_batch):
+    """The task trains on a `SegmentedDataset` the curriculum grows."""
+    data = SegmentedDataset(make_batch, 2, 2, segment_length=4, pad_to=2)
     curriculum = keras_rmt.callbacks.SegmentCurriculum(
         data, max_segments=2, schedule=[1, 2]
     )
-    classifier.compile(optimizer="adam")
-    history = classifier.fit(
-        data, epochs=2, callbacks=[curriculum], verbose=0
-    ).history
-    assert history["num_segments"] == [1, 2]
-    assert np.isfinite(history["loss"]).all()
+    task.compile(optimizer="adam")
+    history = task.fit(data, epochs=2, callbacks=[curriculum], verbose=0)
+    assert history.history["num_segments"] == [1, 2]
+    assert np.isfinite(history.history["loss"]).all()
+
+
+def test_classifier_fits_on_a_growing_segmented_dataset(classifier):
+    _assert_fits_on_growing_segments(classifier, _classification_batch)
 
 
 def _next_token_batch(batch_size, num_segments, rng):
@@ -177,13 +178,4 @@ def _next_token_batch(batch_size, num_segments, rng):
 
 def test_causal_lm_fits_on_a_growing_segmented_dataset():
     causal_lm = keras_rmt.models.RMTCausalLM(make_rmt_backbone("gpt2"))
-    data = SegmentedDataset(_next_token_batch, 2, 2, segment_length=4, pad_to=2)
-    curriculum = keras_rmt.callbacks.SegmentCurriculum(
-        data, max_segments=2, schedule=[1, 2]
-    )
-    causal_lm.compile(optimizer="adam")
-    history = causal_lm.fit(
-        data, epochs=2, callbacks=[curriculum], verbose=0
-    ).history
-    assert history["num_segments"] == [1, 2]
-    assert np.isfinite(history["loss"]).all()
+    _assert_fits_on_growing_segments(causal_lm, _next_token_batch)
