@@ -350,10 +350,3 @@ def _check_backbone(backbone):
             "num_memory_tokens=..., segment_length=...). "
             f"Received: backbone={type(backbone).__name__}"
         )
-    if backbone.memory_layout == "encoder" and backbone.alignment != "left":
-        raise ValueError(
-            "RMTTextClassifier over an encoder backbone needs "
-            "alignment='left': the preprocessor puts [CLS] at the start of "
-            "every segment counted from the first token. "
-            f"Received: alignment={backbone.alignment!r}"
-        )
