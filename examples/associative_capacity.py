@@ -203,6 +203,18 @@ def main(argv=None):
     if args.dtype_policy:
         keras.config.set_dtype_policy(args.dtype_policy)
     start, runs, table = time.time(), {}, {kind: {} for kind in MODELS}
+    summary = {
+        "name": NAME,
+        "mode": "quick" if args.quick else "full",
+        "config": config,
+        "accuracy": table,
+        "chance": 1 / config["num_values"],
+        "runs": runs,
+        "backend": keras.backend.backend(),
+        "dtype_policy": keras.config.dtype_policy().name,
+    }
+    os.makedirs(args.output_dir, exist_ok=True)
+    path = os.path.join(args.output_dir, NAME)
     for num_pairs in config["pairs"]:
         for kind in MODELS:
             model = build(kind, config, num_pairs, args.seed)
@@ -214,21 +226,10 @@ def main(argv=None):
                 model, config, num_pairs, args.seed + 1
             )
             print(f"{kind} {num_pairs} pairs: {run}", flush=True)
-    summary = {
-        "name": NAME,
-        "mode": "quick" if args.quick else "full",
-        "config": config,
-        "accuracy": table,
-        "chance": 1 / config["num_values"],
-        "runs": runs,
-        "seconds": time.time() - start,
-        "backend": keras.backend.backend(),
-        "dtype_policy": keras.config.dtype_policy().name,
-    }
-    os.makedirs(args.output_dir, exist_ok=True)
-    path = os.path.join(args.output_dir, NAME)
-    with open(path + ".json", "w") as file:
-        json.dump(summary, file, indent=1)
+            # Written after every model, so a run cut short keeps its rows.
+            summary["seconds"] = time.time() - start
+            with open(path + ".json", "w") as file:
+                json.dump(summary, file, indent=1)
     plot(summary, path + ".png")
     print(f"\n{config['num_memory_tokens']} memory tokens, chance "
           f"{summary['chance']:.3f}")  # fmt: skip

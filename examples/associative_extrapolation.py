@@ -235,21 +235,6 @@ def main(argv=None):
     if args.dtype_policy:
         keras.config.set_dtype_policy(args.dtype_policy)
     start, runs, table = time.time(), {}, {}
-    for kind in MODELS:
-        model = build(kind, config, args.seed)
-        began = time.time()
-        runs[kind] = train(model, config, args.seed)
-        runs[kind]["train_seconds"] = time.time() - began
-        table[kind] = {
-            str(times): accuracy(
-                model,
-                config,
-                times * config["train_segments"],
-                args.seed + 100 + times,
-            )
-            for times in config["lengths"]
-        }
-        print(f"{kind}: {runs[kind]}", flush=True)
     summary = {
         "name": NAME,
         "mode": "quick" if args.quick else "full",
@@ -257,14 +242,26 @@ def main(argv=None):
         "accuracy": table,
         "chance": 1 / config["num_places"],
         "runs": runs,
-        "seconds": time.time() - start,
         "backend": keras.backend.backend(),
         "dtype_policy": keras.config.dtype_policy().name,
     }
     os.makedirs(args.output_dir, exist_ok=True)
     path = os.path.join(args.output_dir, NAME)
-    with open(path + ".json", "w") as file:
-        json.dump(summary, file, indent=1)
+    for kind in MODELS:
+        model = build(kind, config, args.seed)
+        began = time.time()
+        runs[kind] = train(model, config, args.seed)
+        runs[kind]["train_seconds"] = time.time() - began
+        table[kind] = {}
+        for times in config["lengths"]:
+            count = times * config["train_segments"]
+            seed = args.seed + 100 + times
+            table[kind][str(times)] = accuracy(model, config, count, seed)
+            # Written after every reading, so a run cut short keeps them.
+            summary["seconds"] = time.time() - start
+            with open(path + ".json", "w") as file:
+                json.dump(summary, file, indent=1)
+        print(f"{kind}: {runs[kind]}", flush=True)
     plot(summary, path + ".png")
     words = config["train_segments"] * config["segment_length"]
     print(f"\ntrained on {config['train_segments']} segments ({words} words)")
