@@ -224,3 +224,59 @@ def test_streaming_example_matches_one_serve_call(tmp_path):
     assert report["max_logits_difference"] <= 1e-5
     assert report["max_memory_difference"] <= 1e-5
     assert (tmp_path / "saved_model" / "saved_model.pb").exists()
+
+
+TINY = [
+    "hidden_dim=16", "num_layers=1", "num_heads=2", "batch_size=8",
+    "steps_per_epoch=2", "steps=2", "seconds=null", "key_dim=4",
+]  # fmt: skip
+
+
+def _table_rows(output):
+    return [line for line in output.splitlines() if line.startswith("| ")]
+
+
+def test_associative_capacity_prints_a_row_per_pair_count(tmp_path, capsys):
+    import associative_capacity
+
+    summary = associative_capacity.main(
+        ["--quick", "--output-dir", str(tmp_path), "--set", *TINY]
+        + ["pairs=1,2", "test_samples=16"]
+    )
+    rows = _table_rows(capsys.readouterr().out)
+    assert [row.split(" | ")[0] for row in rows[2:]] == ["| 1", "| 2"]
+    written = json.loads((tmp_path / "associative_capacity.json").read_text())
+    assert written["accuracy"] == summary["accuracy"]
+    assert set(written["accuracy"]) == {"RMT", "ARMT"}
+    for by_pairs in written["accuracy"].values():
+        assert set(by_pairs) == {"1", "2"}
+        assert all(0.0 <= value <= 1.0 for value in by_pairs.values())
+    assert written["runs"]["ARMT 2"]["steps"] == 2
+    assert (tmp_path / "associative_capacity.png").read_bytes()[:4] == (
+        b"\x89PNG"
+    )
+
+
+def test_associative_extrapolation_reads_multiples_of_trained_length(
+    tmp_path, capsys
+):
+    import associative_extrapolation
+
+    summary = associative_extrapolation.main(
+        ["--quick", "--output-dir", str(tmp_path), "--set", *TINY]
+        + ["segment_length=12", "num_facts=1", "train_segments=1"]
+        + ["lengths=1,3", "test_samples=8", "eval_batch=8"]
+    )
+    rows = _table_rows(capsys.readouterr().out)
+    assert [row.split(" | ")[0] for row in rows[2:]] == [
+        "| 1x (12 words)",
+        "| 3x (36 words)",
+    ]
+    name = "associative_extrapolation"
+    written = json.loads((tmp_path / f"{name}.json").read_text())
+    assert written["accuracy"] == summary["accuracy"]
+    assert set(written["accuracy"]) == {"ARMT", "RMT", "no memory"}
+    for by_length in written["accuracy"].values():
+        assert set(by_length) == {"1", "3"}
+        assert all(0.0 <= value <= 1.0 for value in by_length.values())
+    assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
