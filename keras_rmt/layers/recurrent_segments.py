@@ -118,7 +118,8 @@ class RecurrentSegments(keras.layers.Layer):
     For inference over long inputs, `infer()` runs one compiled segment step
     per segment (compiled once per batch size, whatever the length) and can
     keep only the last segment's outputs, so memory stays that of one
-    segment; `stream()` yields the segments' outputs one by one.
+    segment; `stream()` yields the segments' outputs one by one, and
+    `segment()` runs one segment from a memory the caller holds.
 
     Returns:
         A dict with `"sequence_output"`, `(batch_size, tokens, hidden_dim)`,
@@ -235,10 +236,7 @@ class RecurrentSegments(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         token_ids, padding_mask, extras, memory = self._unpack(inputs)
-        if memory is None:
-            batch = ops.shape(token_ids)[0]
-            memory = self.memory(ops.zeros((batch, 1, self.hidden_dim)))
-        memory = ops.cast(memory, self._body.compute_dtype)
+        memory = self._start_memory(token_ids, memory)
         length = ops.shape(token_ids)[1]
         streams, offsets, count = self._aligned_streams(
             token_ids, padding_mask, extras
@@ -252,8 +250,84 @@ class RecurrentSegments(keras.layers.Layer):
         sequence_output = segmentation.unalign(tokens, offsets, length)
         return {"sequence_output": sequence_output, "memory": memory}
 
+    def segment(self, inputs, memory=None, training=False):
+        """Runs one segment from a given memory.
+
+        The step that every path repeats: `call`'s loops, `infer` and
+        `stream` run each of their segments through the same one-segment
+        function, and so does generation with `keras_rmt.models.RMTCausalLM`
+        where no key/value cache applies. Here it runs on its own: with the
+        memory after segment `i` of a stream, it gives the outputs and the
+        memory of segment `i + 1`. Inputs shorter than `segment_length`
+        are padded at the end, as the last segment of a left-aligned input.
+
+        Args:
+            inputs: dict with `"token_ids"` and `"padding_mask"` (and
+                `"segment_ids"` for backbones that take them), each of shape
+                `(batch_size, tokens)` with at most `segment_length` tokens.
+            memory: optional tensor, `(batch_size, num_tokens, hidden_dim)`,
+                the memory to read (whatever `carry_memory` says); defaults
+                to the learned initial memory.
+            training: bool. Whether dropout is active. Defaults to `False`.
+
+        Returns:
+            A dict with `"sequence_output"`, `(batch_size, tokens,
+            hidden_dim)`, and `"memory"`, the memory written by the segment
+            (the memory read, for rows whose segment is all padding).
+
+        Example:
+        ```python
+        backbone = keras_hub.models.GPT2Backbone(
+            vocabulary_size=100, num_layers=2, num_heads=2, hidden_dim=16,
+            intermediate_dim=32, max_sequence_length=16,
+        )
+        rmt = keras_rmt.layers.RecurrentSegments(
+            backbone,
+            memory=keras_rmt.layers.MemoryTokens(num_tokens=2),
+            segment_length=8,
+        )
+        ids = np.ones((1, 8), "int32")
+        first = rmt.segment({"token_ids": ids, "padding_mask": ids})
+        second = rmt.segment(
+            {"token_ids": ids, "padding_mask": ids}, first["memory"]
+        )
+        second["sequence_output"].shape  # (1, 8, 16)
+        ```
+        """
+        token_ids, padding_mask, extras, memory = self._unpack(
+            {**inputs, **({} if memory is None else {"memory": memory})}
+        )
+        memory = self._start_memory(token_ids, memory)
+        length = token_ids.shape[1]
+        L = self.segment_length
+        if length is not None and length > L:
+            raise ValueError(
+                f"`segment()` runs at most segment_length={L} tokens. "
+                f"Received: token_ids.shape={tuple(token_ids.shape)}"
+            )
+        segment = {"token_ids": token_ids, "padding_mask": padding_mask}
+        segment.update(extras)
+        if length is not None and length < L:
+            segment = {
+                name: ops.pad(value, [[0, 0], [0, L - length]])
+                for name, value in segment.items()
+            }
+        tokens, memory = self._segment_step(memory, memory, segment, training)
+        if length is not None and length < L:
+            tokens = tokens[:, :length]
+        return {"sequence_output": tokens, "memory": memory}
+
     def _segment_step(self, memory, initial, segment, training):
-        """One segment: join memory, run the backbone, split the outputs."""
+        """One segment: join memory, run the backbone, split the outputs.
+
+        The one function that runs a segment: `segment()`, the loops of
+        `keras_rmt.layers.segment_loops` and the compiled step of
+        `infer`/`stream` all call it, and a subclass that changes what a
+        segment does overrides it. `memory` is carried from the previous
+        segment, `initial` is the memory the call started from (read instead
+        when `carry_memory=False`); `segment` holds the aligned inputs.
+        Returns `(tokens, memory)`.
+        """
         mask = segment["padding_mask"]
         read = memory if self.carry_memory else initial
         embeddings = self._body.embed(segment["token_ids"], segment, training)
@@ -306,12 +380,9 @@ class RecurrentSegments(keras.layers.Layer):
         token_ids, padding_mask, extras, given = self._unpack(
             {**inputs, **({} if memory is None else {"memory": memory})}
         )
-        if given is None:
-            batch = ops.shape(token_ids)[0]
-            given = self.memory(ops.zeros((batch, 1, self.hidden_dim)))
         # As in `call`: the memory given is also what `carry_memory=False`
         # reads in every segment.
-        initial = memory = ops.cast(given, self._body.compute_dtype)
+        initial = memory = self._start_memory(token_ids, given)
         streams, _, count = self._aligned_streams(
             token_ids, padding_mask, extras
         )
@@ -361,6 +432,13 @@ class RecurrentSegments(keras.layers.Layer):
             ops.concatenate(outputs, axis=1), offsets, length
         )
         return {"sequence_output": sequence_output, "memory": last["memory"]}
+
+    def _start_memory(self, token_ids, memory):
+        """The memory given, else the learned one, in the compute dtype."""
+        if memory is None:
+            batch = ops.shape(token_ids)[0]
+            memory = self.memory(ops.zeros((batch, 1, self.hidden_dim)))
+        return ops.cast(memory, self._body.compute_dtype)
 
     def _aligned_streams(self, token_ids, padding_mask, extras):
         length = ops.shape(token_ids)[1]
