@@ -14,7 +14,6 @@ from keras_rmt.utils.checks import (
     check_non_negative_integer,
     check_positive_integer,
 )
-from keras_rmt.utils.compiled_step import compile_for_inference
 
 MEMORY_ATTENTIONS = ("backbone", "bidirectional")
 KEEP_OUTPUTS = ("all", "last_segment")
@@ -380,19 +379,13 @@ class RecurrentSegments(keras.layers.Layer):
         token_ids, padding_mask, extras, given = self._unpack(
             {**inputs, **({} if memory is None else {"memory": memory})}
         )
-        # As in `call`: the memory given is also what `carry_memory=False`
-        # reads in every segment.
-        initial = memory = self._start_memory(token_ids, given)
+        memory = self._start_memory(token_ids, given)
         streams, _, count = self._aligned_streams(
             token_ids, padding_mask, extras
         )
-        step = self._compiled_inference_step()
-        L = self.segment_length
-        for index in range(int(count)):
-            segment = {
-                k: v[:, index * L : (index + 1) * L] for k, v in streams.items()
-            }
-            tokens, memory = step(memory, initial, segment)
+        for tokens, memory in segment_loops.compiled_steps(
+            self, streams, memory, count
+        ):
             yield {"sequence_output": tokens, "memory": memory}
 
     def infer(self, inputs, memory=None, keep="all"):
@@ -456,15 +449,6 @@ class RecurrentSegments(keras.layers.Layer):
             },
         }
         return streams, offsets, count
-
-    def _compiled_inference_step(self):
-        if self._inference_step is None:
-
-            def step(memory, initial, segment):
-                return self._segment_step(memory, initial, segment, False)
-
-            self._inference_step = compile_for_inference(self, step)
-        return self._inference_step
 
     def _unpack(self, inputs):
         if not isinstance(inputs, dict):

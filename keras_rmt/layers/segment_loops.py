@@ -14,13 +14,16 @@ in how it is traced:
   outputs shaped like the carry.
 
 `run_segments` picks one from the layer's `segment_loop`, the backend and
-whether the segment count is known. Losses the backbone adds inside a
-stateless step or a scan (`add_loss`, e.g. MoE routers) are collected and
-added to the layer once per call.
+whether the segment count is known. For inference (`infer`, `stream`),
+`compiled_steps` runs the same step compiled once, segment by segment.
+Losses the backbone adds inside a stateless step or a scan (`add_loss`,
+e.g. MoE routers) are collected and added to the layer once per call.
 """
 
 import keras
 from keras import ops
+
+from keras_rmt.utils.compiled_step import compile_for_inference
 
 SEGMENT_LOOPS = ("auto", "unrolled", "scan")
 
@@ -70,6 +73,29 @@ def run_segments(layer, streams, memory, last, count, training):
     else:
         loop = unrolled
     return loop(layer, streams, memory, last, count, training)
+
+
+def compiled_steps(layer, streams, memory, count):
+    """Yields `(tokens, memory)` for each segment, at inference.
+
+    Every segment runs through one compiled step, compiled once per batch
+    size and kept on the layer, so a long input costs one compilation and
+    the memory of one segment. `memory` is also what every segment reads
+    when `carry_memory=False`, as in `run_segments`.
+    """
+    if layer._inference_step is None:
+
+        def step(memory, initial, segment):
+            return layer._segment_step(memory, initial, segment, False)
+
+        layer._inference_step = compile_for_inference(layer, step)
+    initial, L = memory, layer.segment_length
+    for index in range(int(count)):
+        segment = {
+            k: v[:, index * L : (index + 1) * L] for k, v in streams.items()
+        }
+        tokens, memory = layer._inference_step(memory, initial, segment)
+        yield tokens, memory
 
 
 def _scans(layer, count):
