@@ -228,3 +228,24 @@ def test_encoder_backbone_is_refused():
             memory=keras_rmt.layers.MemoryTokens(2),
             segment_length=4,
         )
+
+
+def test_segment_by_segment_equals_one_call(gpt2_armt):
+    # `segment()` runs the subclass's own step and reads its state.
+    batch = random_batch(2, 10)
+    whole = numpy(gpt2_armt(batch))
+    state, pieces = None, []
+    for start in range(0, 10, 4):
+        piece = {k: v[:, start : start + 4] for k, v in batch.items()}
+        outputs = gpt2_armt.segment(piece, state)
+        pieces.append(numpy(outputs["sequence_output"]))
+        state = outputs["memory"]
+    np.testing.assert_allclose(
+        np.concatenate(pieces, axis=1),
+        whole["sequence_output"],
+        rtol=1e-4,
+        atol=1e-5,
+    )
+    np.testing.assert_allclose(
+        numpy(state), whole["memory"], rtol=1e-4, atol=1e-4
+    )

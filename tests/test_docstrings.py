@@ -13,6 +13,7 @@ import keras_rmt
 PUBLIC = [
     keras_rmt.layers.MemoryTokens,
     keras_rmt.layers.RecurrentSegments,
+    keras_rmt.layers.RecurrentSegments.segment,
     keras_rmt.datasets.first_token_recall,
     keras_rmt.datasets.copy_sequence,
     keras_rmt.datasets.reverse_sequence,

@@ -408,3 +408,45 @@ def test_encoder_layout_refuses_right_alignment():
         r"Received: alignment='right', memory_layout='encoder'",
         lambda: make_rmt("bert", alignment="right"),
     )
+
+
+@pytest.mark.parametrize("family", ["gpt2", "bert"])
+def test_segment_by_segment_equals_one_call(family):
+    # The last piece is short (2 of 4 tokens): padded at the end, as the
+    # last segment of a left-aligned call.
+    rmt = make_rmt(family)
+    batch = random_batch(2, 10)
+    whole = numpy(rmt(batch))
+    memory, pieces = None, []
+    for start in range(0, 10, 4):
+        piece = {k: v[:, start : start + 4] for k, v in batch.items()}
+        outputs = rmt.segment(piece, memory)
+        pieces.append(numpy(outputs["sequence_output"]))
+        memory = outputs["memory"]
+    assert pieces[-1].shape == (2, 2, HIDDEN_DIM)
+    np.testing.assert_allclose(
+        np.concatenate(pieces, axis=1), whole["sequence_output"], atol=1e-5
+    )
+    np.testing.assert_allclose(numpy(memory), whole["memory"], atol=1e-5)
+
+
+def test_segment_reads_the_memory_given_without_carry():
+    rmt = make_rmt("gpt2", carry_memory=False)
+    batch = random_batch(1, 8)
+    rng = np.random.default_rng(1)
+    given = rng.normal(size=(1, 2, HIDDEN_DIM)).astype("float32")
+    whole = numpy(rmt({**batch, "memory": given}))
+    second = numpy(rmt.segment({k: v[:, 4:] for k, v in batch.items()}, given))
+    np.testing.assert_allclose(
+        second["sequence_output"], whole["sequence_output"][:, 4:], atol=1e-5
+    )
+
+
+def test_segment_refuses_more_than_one_segment():
+    rmt = make_rmt("gpt2")
+    with pytest.raises(
+        ValueError,
+        match=r"runs at most segment_length=4 tokens\. "
+        r"Received: token_ids.shape=\(1, 5\)",
+    ):
+        rmt.segment(random_batch(1, 5))

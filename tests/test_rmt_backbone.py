@@ -9,6 +9,7 @@ from test_case import (
 )
 
 import keras_rmt
+from keras_rmt.layers import segment_loops
 
 
 def _tensors(batch):
@@ -167,25 +168,24 @@ def test_scan_and_remat_are_refused_on_tensorflow():
 def _loops_used(monkeypatch):
     """Records which loop RecurrentSegments.call runs."""
     used = []
-    layer_cls = keras_rmt.layers.RecurrentSegments
-    for name in ("_unrolled", "_threaded_scan"):
-        original = getattr(layer_cls, name)
+    for name in ("unrolled", "threaded_scan"):
+        original = getattr(segment_loops, name)
 
-        def spy(self, *args, _name=name, _original=original, **kwargs):
+        def spy(*args, _name=name, _original=original, **kwargs):
             used.append(_name)
-            return _original(self, *args, **kwargs)
+            return _original(*args, **kwargs)
 
-        monkeypatch.setattr(layer_cls, name, spy)
+        monkeypatch.setattr(segment_loops, name, spy)
     return used
 
 
 @pytest.mark.parametrize(
     "segment_loop, expected",
     [
-        ("unrolled", "_unrolled"),
+        ("unrolled", "unrolled"),
         pytest.param(
             "scan",
-            "_threaded_scan",
+            "threaded_scan",
             marks=pytest.mark.skipif(not NOT_TF, reason="refused on TF"),
         ),
     ],

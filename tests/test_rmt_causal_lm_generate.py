@@ -270,3 +270,35 @@ def test_max_length_defaults_to_the_preprocessors_sequence_length(
     preprocessor.sequence_length = None
     with pytest.raises(ValueError, match="needs `max_length`"):
         causal_lm.generate(prompt, stop_token_ids=None)
+
+
+@pytest.mark.parametrize("cached", [True, False], ids=["cached", "recomputed"])
+def test_right_aligned_generation_steps_give_the_logits_of_one_pass(cached):
+    # Generation cuts segments from each row's start whatever the layer's
+    # alignment; over rows of whole segments right alignment pads nothing,
+    # so one pass gives the logits every step must give.
+    causal_lm = _causal_lm("gpt2", alignment="right")
+    if not cached:
+        causal_lm = _recomputing_twin(causal_lm)
+    token_ids = random_batch(2, 12, seed=5)["token_ids"]
+    prompt_mask = np.zeros_like(token_ids)
+    prompt_mask[:, :5] = 1
+    cache, index, _ = causal_lm.start_generation(
+        keras.ops.convert_to_tensor(token_ids),
+        keras.ops.convert_to_tensor(prompt_mask),
+    )
+    assert int(index) == 5
+    step_logits = []
+    for step in range(5, 12):
+        logits, _, cache = causal_lm.next_logits(
+            keras.ops.convert_to_tensor(token_ids), cache, step
+        )
+        step_logits.append(numpy(logits))
+    full = numpy(
+        causal_lm(
+            {"token_ids": token_ids, "padding_mask": np.ones_like(token_ids)}
+        )
+    )
+    np.testing.assert_allclose(
+        np.stack(step_logits, axis=1), full[:, 4:11], atol=1e-4
+    )

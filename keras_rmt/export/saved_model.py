@@ -13,9 +13,9 @@ from functools import partial
 import keras
 
 from keras_rmt.export.streaming_model import (
+    MemoryFeed,
     _named,
     find_recurrent_segments,
-    named_outputs,
 )
 from keras_rmt.version import __version__
 
@@ -333,37 +333,14 @@ def _serve(model, rmt, inputs):
     same by replaying the functional graph, which skips such a `call`.)
     """
     inputs = dict(inputs)
-    memory = inputs.pop("memory", None)
-    layer_call, written = rmt.call, []
-
-    def call(layer_inputs, training=None):
-        if memory is not None:
-            layer_inputs = {**layer_inputs, "memory": memory}
-        outputs = layer_call(layer_inputs, training=training)
-        written.append(outputs)
-        return outputs
-
+    feed = MemoryFeed(rmt, inputs.pop("memory", None))
     # `object.__setattr__`: a plain attribute, outside Keras' tracking.
-    object.__setattr__(rmt, "call", call)
+    object.__setattr__(rmt, "call", partial(feed, rmt.call))
     try:
         outputs = model(_arranged(model, inputs), training=False)
     finally:
         object.__delattr__(rmt, "call")
-    if len(written) != 1:
-        raise ValueError(
-            "Export needs a model that calls its RecurrentSegments layer "
-            f"once per call. Received: {len(written)} calls of "
-            f"{rmt.name!r} in model {model.name!r}"
-        )
-    (written,) = written
-    outputs = named_outputs(model, outputs, written["sequence_output"])
-    if "memory" in outputs and outputs["memory"] is not written["memory"]:
-        raise ValueError(
-            "The model already has an output named 'memory' that is not the "
-            "memory of its RecurrentSegments layer. Rename that output. "
-            f"Received: model outputs {sorted(outputs)}"
-        )
-    return {**outputs, "memory": written["memory"]}
+    return feed.served(model, outputs)
 
 
 def _named_inputs(model):

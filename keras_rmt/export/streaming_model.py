@@ -89,7 +89,6 @@ def streaming_model(model, memory_input=True):
         for name, tensor in _named(model.input, model.inputs)
     }
     inputs = {k: v for k, v in replayed.items() if v is not None}
-    written = {}
     memory = None
     if memory_input:
         memory = keras.Input(
@@ -97,31 +96,62 @@ def streaming_model(model, memory_input=True):
             dtype=rmt.compute_dtype,
             name="memory",
         )
+    feed = MemoryFeed(rmt, memory)
 
     def call(layer, *args, **kwargs):
         if layer is rmt:
-            layer_inputs = dict(args[0])
-            if memory is not None:
-                layer_inputs["memory"] = memory
-            outputs = layer(layer_inputs, *args[1:], **kwargs)
-            written.update(outputs)
-            return outputs
+            return feed(layer, *args, **kwargs)
         if _is_functional(layer) and _holds(layer, rmt):
             return _replay(layer, args[0], call)
         return layer(*args, **kwargs)
 
     outputs = _replay(model, _in_structure(model.input, replayed), call)
-    outputs = named_outputs(model, outputs, written["sequence_output"])
-    if "memory" in outputs and outputs["memory"] is not written["memory"]:
-        raise ValueError(
-            "The model already has an output named 'memory' that is not the "
-            "memory of its RecurrentSegments layer. Rename that output. "
-            f"Received: model outputs {sorted(outputs)}"
-        )
-    outputs["memory"] = written["memory"]
+    outputs = feed.served(model, outputs)
     if memory is not None:
         inputs["memory"] = memory
     return keras.Model(inputs, outputs, name=f"{model.name}_streaming")
+
+
+class MemoryFeed:
+    """Gives a model's RecurrentSegments layer the caller's memory.
+
+    The one way streaming and export reach into a model: each call of the
+    layer made through the feed (`feed(call, layer_inputs, ...)`, `call`
+    being the layer or its `call`) reads `memory` when it is not None, and
+    the feed keeps what the call returns. `served` then gives the model's
+    outputs by name plus `"memory"`, the memory the layer wrote.
+    """
+
+    def __init__(self, rmt, memory=None):
+        self.rmt = rmt
+        self.memory = memory
+        self.written = []
+
+    def __call__(self, call, layer_inputs, *args, **kwargs):
+        if self.memory is not None:
+            layer_inputs = {**layer_inputs, "memory": self.memory}
+        outputs = call(layer_inputs, *args, **kwargs)
+        self.written.append(outputs)
+        return outputs
+
+    def served(self, model, outputs):
+        """`model`'s outputs by name, plus the memory the layer wrote."""
+        if len(self.written) != 1:
+            raise ValueError(
+                "Streaming and export need a model that calls its "
+                "RecurrentSegments layer once per call. Received: "
+                f"{len(self.written)} calls of {self.rmt.name!r} in model "
+                f"{model.name!r}"
+            )
+        (written,) = self.written
+        outputs = named_outputs(model, outputs, written["sequence_output"])
+        if "memory" in outputs and outputs["memory"] is not written["memory"]:
+            raise ValueError(
+                "The model already has an output named 'memory' that is not "
+                "the memory of its RecurrentSegments layer. Rename that "
+                f"output. Received: model outputs {sorted(outputs)}"
+            )
+        return {**outputs, "memory": written["memory"]}
 
 
 def find_recurrent_segments(model):

@@ -8,7 +8,6 @@ import numpy as np
 from keras import ops
 from keras_hub.src.utils.tensor_utils import any_equal
 
-from keras_rmt.layers.recurrent_segments import RecurrentSegments
 from keras_rmt.metrics.segment_losses import SegmentLosses
 from keras_rmt.models.rmt_backbone import RMTBackbone
 from keras_rmt.models.rmt_causal_lm_preprocessor import RMTCausalLMPreprocessor
@@ -337,8 +336,7 @@ class RMTCausalLM(TokenDatasetFit, SavedModelExport, keras_hub.models.CausalLM):
         return memory
 
     def make_generate_function(self):
-        # The stepping layer must exist before any tracing starts.
-        self._generation_layer()
+        # The cache decision (and its warning) comes before any tracing.
         self._segment_cache()
         return super().make_generate_function()
 
@@ -418,12 +416,9 @@ class RMTCausalLM(TokenDatasetFit, SavedModelExport, keras_hub.models.CausalLM):
         segment = ops.slice(padded, [0, current * length], [batch, length])
         segment_cache = self._segment_cache()
         if segment_cache is None:
-            outputs = self._generation_layer()(
-                {
-                    "token_ids": segment,
-                    "padding_mask": ops.ones_like(segment),
-                    "memory": memory,
-                }
+            outputs = self.backbone.recurrent_segments.segment(
+                {"token_ids": segment, "padding_mask": ops.ones_like(segment)},
+                memory,
             )
             tokens = outputs["sequence_output"]
             cache = (memory, memory)
@@ -460,8 +455,8 @@ class RMTCausalLM(TokenDatasetFit, SavedModelExport, keras_hub.models.CausalLM):
         segment = ops.slice(padded, [0, start], [batch, length])
         seen = ops.arange(length, dtype="int32")[None] <= offset
         mask = ops.cast(ops.broadcast_to(seen, (batch, length)), "int32")
-        outputs = self._generation_layer()(
-            {"token_ids": segment, "padding_mask": mask, "memory": memory}
+        outputs = self.backbone.recurrent_segments.segment(
+            {"token_ids": segment, "padding_mask": mask}, memory
         )
         hidden = ops.slice(
             outputs["sequence_output"],
@@ -532,11 +527,11 @@ class RMTCausalLM(TokenDatasetFit, SavedModelExport, keras_hub.models.CausalLM):
         """
         length = self.backbone.segment_length
         batch = ops.shape(token_ids)[0]
-        layer = self._generation_layer()
+        layer = self.backbone.recurrent_segments
 
         def body(segment_index, memory, *hidden):
             start = segment_index * length
-            outputs = layer(
+            outputs = layer.segment(
                 {
                     "token_ids": ops.slice(
                         token_ids, [0, start], [batch, length]
@@ -544,8 +539,8 @@ class RMTCausalLM(TokenDatasetFit, SavedModelExport, keras_hub.models.CausalLM):
                     "padding_mask": ops.slice(
                         padding_mask, [0, start], [batch, length]
                     ),
-                    "memory": memory,
-                }
+                },
+                memory,
             )
             if self.backbone.carry_memory:
                 memory = ops.cast(outputs["memory"], memory.dtype)
@@ -585,26 +580,6 @@ class RMTCausalLM(TokenDatasetFit, SavedModelExport, keras_hub.models.CausalLM):
         hidden = ops.zeros((batch, 1, self.backbone.hidden_dim))
         memory = self.backbone.memory(hidden)
         return ops.cast(memory, self.backbone.recurrent_segments.compute_dtype)
-
-    def _generation_layer(self):
-        """A one-segment, left-aligned `RecurrentSegments` sharing weights."""
-        layer = self.backbone.recurrent_segments
-        if layer.alignment == "left":
-            return layer
-        stepper = getattr(self, "_left_aligned_segments", None)
-        if stepper is None:
-            stepper = RecurrentSegments(
-                self.backbone.backbone,
-                memory=self.backbone.memory,
-                segment_length=layer.segment_length,
-                memory_layout=layer.memory_layout,
-                memory_attention=layer.memory_attention,
-                dtype=layer.dtype_policy,
-                name="left_aligned_segments",
-            )
-            # Shares every weight with the backbone: not tracked twice.
-            object.__setattr__(self, "_left_aligned_segments", stepper)
-        return stepper
 
     # === Scoring ===
 
