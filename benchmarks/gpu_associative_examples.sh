@@ -18,6 +18,10 @@
 # Without keras installed, first run ../shared/gpu/wheels.sh in the
 # repository root (fills .whl/); the wheels are installed into /tmp/site.
 # Extra arguments go to every example (e.g. --set seconds=20 --seed 1).
+# The minutes above are estimates (compile times on the GPU not measured);
+# each JSON is written after every model, so a run cut at DEADLINE keeps
+# its rows: the missing ones can follow in another call, e.g.
+#   bash benchmarks/gpu_associative_examples.sh OUT2 capacity --set pairs=64
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-paper_output}

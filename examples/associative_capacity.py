@@ -12,7 +12,7 @@ same few memory tokens on the same small GPT-2.
   memory tokens into an associative matrix that holds far more pairs than
   there are memory tokens.
 
-Usage: `python examples/associative_capacity.py --quick` (CPU, minutes),
+Usage: `python examples/associative_capacity.py --quick` (on a CPU),
 or without `--quick` for the GPU setting (`--dtype-policy mixed_bfloat16`).
 Prints a table of accuracy by number of pairs (chance is one in
 `num_values`) and writes `associative_capacity.json` and, where matplotlib

@@ -17,7 +17,7 @@ at a time:
   its own words and the learned initial memory, a one-segment window.
 
 Usage:
-`python examples/associative_extrapolation.py --quick` (CPU, minutes), or
+`python examples/associative_extrapolation.py --quick` (on a CPU), or
 without `--quick` for the GPU setting (`--dtype-policy mixed_bfloat16`).
 Prints a table of accuracy by length and writes
 `associative_extrapolation.json` and, where matplotlib is installed, `.png`
