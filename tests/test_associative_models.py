@@ -7,8 +7,15 @@ from test_associative_memory import randomize
 import keras_rmt
 
 
+# With key_dim=2, DPFP features are nonzero only in the sign quadrant of
+# the projected pair, so most reads are exactly zero: on some random draws
+# (JAX's) no real token depends on the first layer's memory at all, and a
+# training step leaves its weights exactly unchanged. 4 gives overlaps.
+KEY_DIM = 4
+
+
 def armt_backbone(family="gpt2"):
-    backbone = make_rmt_backbone(family, associative_key_dim=2)
+    backbone = make_rmt_backbone(family, associative_key_dim=KEY_DIM)
     for layer in backbone.recurrent_segments.associative_memories:
         randomize(layer, seed=1)
     return backbone
@@ -41,17 +48,10 @@ def test_causal_lm_logits_and_round_trip(tmp_path):
 
     causal_lm.save(tmp_path / "armt_lm.keras")
     restored = keras.saving.load_model(tmp_path / "armt_lm.keras")
-    assert restored.backbone.associative_key_dim == 2
+    assert restored.backbone.associative_key_dim == KEY_DIM
     np.testing.assert_array_equal(restored.predict(batch, verbose=0), logits)
 
 
-@pytest.mark.xfail(
-    keras.backend.backend() == "jax",
-    strict=True,
-    reason="Known defect: on JAX, `fit` leaves the first layer's "
-    "associative weights unchanged (their gradient through "
-    "`stateless_call` is not zero); not found yet.",
-)
 def test_a_training_step_moves_every_associative_weight():
     restored = keras_rmt.models.RMTCausalLM(armt_backbone())
     batch = random_batch(2, 10, lengths=[10, 7])
@@ -90,3 +90,4 @@ def test_associative_backbone_keeps_the_default_layout():
             associative_key_dim=2,
             memory_attention="bidirectional",
         )
+
