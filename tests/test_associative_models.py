@@ -6,7 +6,6 @@ from test_associative_memory import randomize
 
 import keras_rmt
 
-
 # With key_dim=2, DPFP features are nonzero only in the sign quadrant of
 # the projected pair, so most reads are exactly zero: on some random draws
 # (JAX's) no real token depends on the first layer's memory at all, and a
@@ -91,3 +90,57 @@ def test_associative_backbone_keeps_the_default_layout():
             memory_attention="bidirectional",
         )
 
+
+@pytest.fixture(scope="module")
+def armt_lm():
+    return keras_rmt.models.RMTCausalLM(armt_backbone())
+
+
+def test_greedy_generation_carries_the_state_across_segments(armt_lm):
+    # Causal within a segment, state from whole segments before it: each
+    # greedy token is the argmax of one full pass over the final output.
+    # Prompts of 3 and 6 grown to 14: three segment boundaries.
+    armt_lm.compile(sampler="greedy")
+    prompt = random_batch(2, 14, seed=4, lengths=[3, 6])
+    with pytest.warns(UserWarning, match="associative memory .ARMT. has no"):
+        output = numpy(armt_lm.generate(prompt, stop_token_ids=None))
+    token_ids = output["token_ids"]
+    np.testing.assert_array_equal(token_ids[0, :3], prompt["token_ids"][0, :3])
+    full = armt_lm.predict(
+        {"token_ids": token_ids, "padding_mask": np.ones_like(token_ids)},
+        verbose=0,
+    )
+    for row, length in enumerate([3, 6]):
+        np.testing.assert_array_equal(
+            token_ids[row, length:], full[row, length - 1 : -1].argmax(-1)
+        )
+    # The state is read: the same tokens without it give other logits.
+    empty = keras_rmt.models.RMTCausalLM(
+        make_rmt_backbone(
+            "gpt2", associative_key_dim=KEY_DIM, carry_memory=False
+        )
+    )
+    empty.set_weights(armt_lm.get_weights())
+    other = empty.predict(
+        {"token_ids": token_ids, "padding_mask": np.ones_like(token_ids)},
+        verbose=0,
+    )
+    assert np.abs(other[:, 4:] - full[:, 4:]).max() > 1e-4
+
+
+def test_generation_memory_continues_a_stream(armt_lm):
+    armt_lm.compile(sampler="greedy")
+    prompt = random_batch(1, 8, seed=6)
+    layer = armt_lm.backbone.recurrent_segments
+    _, state = armt_lm.generate(prompt, stop_token_ids=None, return_memory=True)
+    assert state.shape == (1, *layer.state_shape)
+    expected = numpy(layer(prompt)["memory"])
+    np.testing.assert_allclose(state, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_score_gives_the_logits_of_predict(armt_lm):
+    batch = random_batch(2, 11, seed=7, lengths=[11, 6])
+    logits = armt_lm.predict(batch, verbose=0)
+    scored = numpy(armt_lm.score(batch["token_ids"], batch["padding_mask"]))
+    np.testing.assert_allclose(scored[0], logits[0], atol=1e-4)
+    np.testing.assert_allclose(scored[1, :6], logits[1, :6], atol=1e-4)

@@ -8,6 +8,9 @@ import numpy as np
 from keras import ops
 from keras_hub.src.utils.tensor_utils import any_equal
 
+from keras_rmt.layers.associative_recurrent_segments import (
+    AssociativeRecurrentSegments,
+)
 from keras_rmt.layers.recurrent_segments import RecurrentSegments
 from keras_rmt.metrics.segment_losses import SegmentLosses
 from keras_rmt.models.rmt_backbone import RMTBackbone
@@ -328,6 +331,8 @@ class RMTCausalLM(TokenDatasetFit, SavedModelExport, keras_hub.models.CausalLM):
     def _check_memory(self, memory):
         memory = ops.convert_to_tensor(memory)
         expected = (self.backbone.num_memory_tokens, self.backbone.hidden_dim)
+        if self._is_associative():
+            expected = self.backbone.recurrent_segments.state_shape
         if len(memory.shape) != 3 or tuple(memory.shape[1:]) != expected:
             raise ValueError(
                 "`memory` must have shape (batch_size, "
@@ -581,7 +586,13 @@ class RMTCausalLM(TokenDatasetFit, SavedModelExport, keras_hub.models.CausalLM):
         )
         return memory
 
+    def _is_associative(self):
+        layer = self.backbone.recurrent_segments
+        return isinstance(layer, AssociativeRecurrentSegments)
+
     def _initial_memory(self, batch):
+        if self._is_associative():
+            return self.backbone.recurrent_segments.initial_state(batch)
         hidden = ops.zeros((batch, 1, self.backbone.hidden_dim))
         memory = self.backbone.memory(hidden)
         return ops.cast(memory, self.backbone.recurrent_segments.compute_dtype)
@@ -591,6 +602,11 @@ class RMTCausalLM(TokenDatasetFit, SavedModelExport, keras_hub.models.CausalLM):
         layer = self.backbone.recurrent_segments
         if layer.alignment == "left":
             return layer
+        if self._is_associative():
+            raise ValueError(
+                "generate() on an associative (ARMT) backbone needs "
+                "alignment='left'. Received: alignment='right'"
+            )
         stepper = getattr(self, "_left_aligned_segments", None)
         if stepper is None:
             stepper = RecurrentSegments(
