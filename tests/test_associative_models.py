@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from conftest import make_backbone, make_rmt_backbone, numpy, random_batch
 from test_associative_memory import randomize
+from test_case import run_task_test
 
 import keras_rmt
 
@@ -69,15 +70,22 @@ def test_a_training_step_moves_every_associative_weight():
         assert np.abs(numpy(weight) - value).max() > 0.0, weight.path
 
 
-def test_text_classifier_round_trip(tmp_path):
+def test_text_classifier_builds_trains_and_round_trips(tmp_path):
     classifier = keras_rmt.models.RMTTextClassifier(
         armt_backbone("llama"), num_classes=3
     )
+    classifier.compile(optimizer=keras.optimizers.SGD(0.1))
     batch = random_batch(2, 11, lengths=[11, 6])
-    logits = classifier.predict(batch, verbose=0)
-    classifier.save(tmp_path / "armt_classifier.keras")
-    restored = keras.saving.load_model(tmp_path / "armt_classifier.keras")
-    np.testing.assert_array_equal(restored.predict(batch, verbose=0), logits)
+    restored = run_task_test(
+        classifier,
+        (batch, np.array([0, 2])),
+        (2, 3),
+        tmp_path,
+        # Llama's output projection, unused by a classifier.
+        expected_unchanged=["token_embedding/reverse_embeddings"],
+    )
+    layer = restored.backbone.recurrent_segments
+    assert isinstance(layer, keras_rmt.layers.AssociativeRecurrentSegments)
 
 
 def test_associative_backbone_keeps_the_default_layout():
@@ -144,3 +152,50 @@ def test_score_gives_the_logits_of_predict(armt_lm):
     scored = numpy(armt_lm.score(batch["token_ids"], batch["padding_mask"]))
     np.testing.assert_allclose(scored[0], logits[0], atol=1e-4)
     np.testing.assert_allclose(scored[1, :6], logits[1, :6], atol=1e-4)
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() not in ("tensorflow", "jax"),
+    reason="Exports in this process from TensorFlow and JAX only.",
+)
+def test_saved_model_streams_the_associative_state_like_stream(
+    armt_lm, tmp_path
+):
+    import tensorflow as tf
+
+    path = str(tmp_path / "armt")
+    armt_lm.export(path, format="tf_saved_model")
+    served = tf.saved_model.load(path)
+    layer = armt_lm.backbone.recurrent_segments
+    batch = random_batch(2, 11, seed=8)
+    state = served.initial_memory(batch_size=2)["memory"]
+    assert tuple(state.shape) == (2, *layer.state_shape)
+    np.testing.assert_array_equal(state.numpy(), 0.0)
+    streamed = list(layer.stream(batch))
+    assert len(streamed) == 3
+    embedding = armt_lm.backbone.token_embedding
+    for index, expected in enumerate(streamed):
+        segment = {
+            k: tf.constant(v[:, 4 * index : 4 * index + 4])
+            for k, v in batch.items()
+        }
+        outputs = served.serve_segment({**segment, "memory": state})
+        state = outputs["memory"]
+        tokens = segment["token_ids"].shape[1]
+        logits = embedding(expected["sequence_output"], reverse=True)
+        np.testing.assert_allclose(
+            outputs["logits"].numpy(), numpy(logits)[:, :tokens], atol=1e-4
+        )
+        np.testing.assert_allclose(
+            state.numpy(), numpy(expected["memory"]), rtol=1e-4, atol=1e-5
+        )
+    whole = served.serve(batch)
+    np.testing.assert_allclose(
+        whole["memory"].numpy(), state.numpy(), rtol=1e-4, atol=1e-5
+    )
+    rows, width = layer.state_shape
+    message = f"`memory` must have shape (batch_size, {rows}, {width})"
+    refused = pytest.raises(tf.errors.InvalidArgumentError)
+    with refused as error:
+        served.signatures["serve_segment"](**segment, memory=state[:, :1])
+    assert message in str(error.value)
