@@ -5,6 +5,7 @@ import pytest
 from conftest import (
     DECODERS,
     HIDDEN_DIM,
+    POSITIONS,
     _rotary,
     gradient,
     make_backbone,
@@ -249,3 +250,25 @@ def test_segment_by_segment_equals_one_call(gpt2_armt):
     np.testing.assert_allclose(
         numpy(state), whole["memory"], rtol=1e-4, atol=1e-4
     )
+
+
+def test_position_budget_is_segment_plus_memory_tokens():
+    # GPT-2's table holds 32 positions: 30 tokens and 2 memory tokens fit.
+    length = POSITIONS - len(MEMORY_IDS)
+    armt = make_armt("gpt2", segment_length=length)
+    table = keras.ops.convert_to_numpy(armt.backbone.token_embedding.embeddings)
+    armt.memory.memory.assign(table[MEMORY_IDS])
+    batch = random_batch(1, length)
+    joined = np.concatenate([batch["token_ids"], [MEMORY_IDS]], axis=1)
+    reference = numpy(
+        armt.backbone(
+            {"token_ids": joined, "padding_mask": np.ones_like(joined)}
+        )
+    )
+    np.testing.assert_allclose(
+        numpy(armt(batch)["sequence_output"]),
+        reference[:, :length],
+        atol=1e-5,
+    )
+    with pytest.raises(ValueError, match="Use segment_length <= 30"):
+        make_armt("gpt2", segment_length=length + 1)

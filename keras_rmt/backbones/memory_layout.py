@@ -60,4 +60,32 @@ class EncoderLayout:
         return [0] + [1] * m + [0] * (segment_length - 1)
 
 
+class WriteOnlyLayout:
+    """`[segment ; write memory]`, for memory read another way (ARMT).
+
+    Associative memory reads into every token's hidden state in every layer,
+    so the segment needs no read block: `segment_length + num_memory_tokens`
+    positions. The write block comes last and so sees the whole segment.
+    Chosen by the layer that reads memory that way, never by users.
+    """
+
+    name = "write-only"
+
+    def __init__(self, num_memory_tokens):
+        self.num_memory_tokens = num_memory_tokens
+
+    def positions_used(self, segment_length):
+        return segment_length + self.num_memory_tokens
+
+    def join(self, memory, segment):
+        return ops.concatenate([segment, memory], axis=1)
+
+    def split(self, hidden):
+        m = self.num_memory_tokens
+        return hidden[:, :-m], hidden[:, -m:]
+
+    def block_ids(self, segment_length):
+        return [0] * segment_length + [2] * self.num_memory_tokens
+
+
 LAYOUTS = {"decoder": DecoderLayout, "encoder": EncoderLayout}

@@ -15,7 +15,11 @@ import keras
 from keras_rmt.export.streaming_model import (
     MemoryFeed,
     _named,
+    carried_shape,
     find_recurrent_segments,
+)
+from keras_rmt.layers.associative_recurrent_segments import (
+    AssociativeRecurrentSegments,
 )
 from keras_rmt.version import __version__
 
@@ -38,8 +42,11 @@ def export_saved_model(model, path, overwrite=False, verbose=False):
       and `memory`, `(batch_size, num_memory_tokens, hidden_dim)` -> the
       outputs for that segment and the new `memory`. The caller keeps the
       memory between calls, so a stream of any length is served at the cost
-      of one segment. Refused (with a message saying so) for models with
-      `alignment="right"`, whose segments depend on each row's whole length.
+      of one segment. With `keras_rmt.layers.AssociativeRecurrentSegments`
+      (ARMT) `memory` is the associative state of every layer,
+      `(batch_size, *layer.state_shape)`, and starts at zero. Refused (with
+      a message saying so) for models with `alignment="right"`, whose
+      segments depend on each row's whole length.
     - `initial_memory`: `batch_size`, an int32 scalar -> `memory`, the
       memory that starts a stream (the model's learned memory, one copy per
       row).
@@ -191,7 +198,7 @@ def _saveable(tf, model):
     segment_specs = {
         **specs,
         "memory": keras.KerasTensor(
-            (None, rmt.num_memory_tokens, rmt.hidden_dim), rmt.compute_dtype
+            (None, *carried_shape(rmt)), rmt.compute_dtype
         ),
     }
     archive = keras.export.ExportArchive()
@@ -203,9 +210,7 @@ def _saveable(tf, model):
         archive, "serve_segment", partial(_serve, model, rmt), segment_specs
     )
 
-    initial = keras.ops.convert_to_numpy(
-        rmt.memory(keras.ops.zeros((1, 1, rmt.hidden_dim)))
-    )[0]
+    initial = keras.ops.convert_to_numpy(_initial_memory(rmt))[0]
     root = tf.Module()
     root.model_variables = list(archive.variables)
     root.initial_memory_value = tf.Variable(
@@ -250,6 +255,13 @@ def _saveable(tf, model):
     }
     signatures["serving_default"] = signatures["serve"]
     return root, signatures
+
+
+def _initial_memory(rmt):
+    """The memory that starts a stream, for one row."""
+    if isinstance(rmt, AssociativeRecurrentSegments):
+        return rmt.initial_state(1)  # An empty associative state.
+    return rmt.memory(keras.ops.zeros((1, 1, rmt.hidden_dim)))
 
 
 def _check_target(path, overwrite):
@@ -421,7 +433,7 @@ class _Checks:
         self.segment_length = rmt.segment_length
         self.vocabulary_size = _vocabulary_size(rmt)
         self.alignment = rmt.alignment
-        self.memory_shape = (rmt.num_memory_tokens, rmt.hidden_dim)
+        self.memory_shape = carried_shape(rmt)
 
     def __call__(self, inputs, signature):
         tf = self.tf

@@ -2,6 +2,9 @@
 
 import keras
 
+from keras_rmt.layers.associative_recurrent_segments import (
+    AssociativeRecurrentSegments,
+)
 from keras_rmt.layers.recurrent_segments import RecurrentSegments
 
 
@@ -41,7 +44,9 @@ def streaming_model(model, memory_input=True):
         A `keras.Model` taking a dict of `model`'s inputs, by name, with the
         token axis of unknown length (optional inputs, and an input named
         `"memory"`, left out), plus `"memory"` of shape
-        `(batch_size, num_tokens, hidden_dim)` when `memory_input` is true;
+        `(batch_size, num_tokens, hidden_dim)` (an associative model's
+        state, `(batch_size, *layer.state_shape)`) when `memory_input` is
+        true;
         and returning a dict of `model`'s outputs plus `"memory"`: a dict
         of outputs keeps its keys; a single output is named `"logits"`, or
         `"sequence_output"` when it is the RecurrentSegments layer's token
@@ -92,7 +97,7 @@ def streaming_model(model, memory_input=True):
     memory = None
     if memory_input:
         memory = keras.Input(
-            (rmt.num_memory_tokens, rmt.hidden_dim),
+            carried_shape(rmt),
             dtype=rmt.compute_dtype,
             name="memory",
         )
@@ -240,3 +245,15 @@ def _in_structure(structure, by_name):
     if isinstance(structure, (list, tuple)):
         return tensors
     return tensors[0]
+
+
+def carried_shape(rmt):
+    """One row's memory between segments, without the batch dimension.
+
+    `(num_memory_tokens, hidden_dim)` for `RecurrentSegments`; the
+    associative state, `rmt.state_shape`, for
+    `AssociativeRecurrentSegments`.
+    """
+    if isinstance(rmt, AssociativeRecurrentSegments):
+        return tuple(rmt.state_shape)
+    return (rmt.num_memory_tokens, rmt.hidden_dim)

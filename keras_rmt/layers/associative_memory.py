@@ -50,6 +50,9 @@ class AssociativeMemory(keras.layers.Layer):
 
     Args:
         key_dim: int. Size of the keys and queries before the feature map.
+            Keep it well above 2: DPFP features of two vectors overlap only
+            where their projections share signs, so with `key_dim=2` most
+            reads are exactly zero and some weights may get no gradient.
             Defaults to `64`, the paper's BABILong setting.
         nu: int. Order of the DPFP feature map. Defaults to `3`, the paper's.
         correction: bool. Whether the normalizer grows by `gamma * k`

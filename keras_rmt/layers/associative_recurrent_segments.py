@@ -2,6 +2,7 @@ import keras
 from keras import ops
 
 from keras_rmt.backbones.decoder_blocks import DecoderBlocks
+from keras_rmt.backbones.memory_layout import WriteOnlyLayout
 from keras_rmt.layers.associative_memory import AssociativeMemory
 from keras_rmt.layers.recurrent_segments import RecurrentSegments
 
@@ -185,11 +186,9 @@ class AssociativeRecurrentSegments(RecurrentSegments):
         matrices, normalizers = self._split_state(state)
         embeddings = self._body.embed(segment["token_ids"], segment, training)
         slots = ops.cast(self.memory(embeddings), embeddings.dtype)
-        joined = ops.concatenate([embeddings, slots], axis=1)
-        m = self.num_memory_tokens
-        joined_mask = ops.concatenate(
-            [mask, ops.ones((ops.shape(mask)[0], m), mask.dtype)], axis=1
-        )
+        joined = self._layout.join(slots, embeddings)
+        slot_mask = ops.ones((ops.shape(mask)[0], self.num_memory_tokens))
+        joined_mask = self._layout.join(ops.cast(slot_mask, mask.dtype), mask)
 
         def read(index, x):
             memory_layer = self.associative_memories[index]
@@ -203,16 +202,21 @@ class AssociativeRecurrentSegments(RecurrentSegments):
             training=training,
         )
         written = [
-            layer.write(output[:, -m:], a, z)
+            layer.write(self._layout.split(output)[1], a, z)
             for layer, output, a, z in zip(
                 self.associative_memories, block_outputs, matrices, normalizers
             )
         ]
         new_state = self._join_state(*zip(*written))
         has_tokens = ops.any(mask != 0, axis=1)[:, None, None]
-        return hidden[:, :-m], ops.where(
+        return self._layout.split(hidden)[0], ops.where(
             has_tokens, ops.cast(new_state, memory.dtype), memory
         )
+
+    def _make_layout(self, memory_layout, num_tokens):
+        # Memory is read through the associative state, not a read block.
+        del memory_layout
+        return WriteOnlyLayout(num_tokens)
 
     def _unpack(self, inputs):
         if not isinstance(inputs, dict):

@@ -190,7 +190,7 @@ class RecurrentSegments(keras.layers.Layer):
         elif memory_layout == "encoder":
             segment_checks.check_not_causal(body)
         segment_checks.check_alignment_fits_layout(alignment, memory_layout)
-        layout = LAYOUTS[memory_layout](memory.num_tokens)
+        layout = self._make_layout(memory_layout, memory.num_tokens)
         segment_checks.check_memory_width(memory, body)
         segment_checks.check_fits_positions(
             body, layout, segment_length, memory.num_tokens
@@ -512,6 +512,11 @@ class RecurrentSegments(keras.layers.Layer):
                 (batch, self.num_memory_tokens, self.hidden_dim), dtype
             ),
         }
+
+    def _make_layout(self, memory_layout, num_tokens):
+        """Where memory sits in a segment; overridden by layers that read
+        memory another way (`AssociativeRecurrentSegments`)."""
+        return LAYOUTS[memory_layout](num_tokens)
 
     def get_config(self):
         config = super().get_config()

@@ -8,6 +8,9 @@ import numpy as np
 from keras import ops
 from keras_hub.src.utils.tensor_utils import any_equal
 
+from keras_rmt.layers.associative_recurrent_segments import (
+    AssociativeRecurrentSegments,
+)
 from keras_rmt.metrics.segment_losses import SegmentLosses
 from keras_rmt.models.rmt_backbone import RMTBackbone
 from keras_rmt.models.rmt_causal_lm_preprocessor import RMTCausalLMPreprocessor
@@ -327,6 +330,8 @@ class RMTCausalLM(TokenDatasetFit, SavedModelExport, keras_hub.models.CausalLM):
     def _check_memory(self, memory):
         memory = ops.convert_to_tensor(memory)
         expected = (self.backbone.num_memory_tokens, self.backbone.hidden_dim)
+        if self._is_associative():
+            expected = self.backbone.recurrent_segments.state_shape
         if len(memory.shape) != 3 or tuple(memory.shape[1:]) != expected:
             raise ValueError(
                 "`memory` must have shape (batch_size, "
@@ -576,7 +581,13 @@ class RMTCausalLM(TokenDatasetFit, SavedModelExport, keras_hub.models.CausalLM):
         )
         return memory
 
+    def _is_associative(self):
+        layer = self.backbone.recurrent_segments
+        return isinstance(layer, AssociativeRecurrentSegments)
+
     def _initial_memory(self, batch):
+        if self._is_associative():
+            return self.backbone.recurrent_segments.initial_state(batch)
         hidden = ops.zeros((batch, 1, self.backbone.hidden_dim))
         memory = self.backbone.memory(hidden)
         return ops.cast(memory, self.backbone.recurrent_segments.compute_dtype)

@@ -45,6 +45,8 @@ def _subclasses(cls):
 def segment_cache_for(rmt_backbone):
     """(a `SegmentCache`, None), or (None, why there is none)."""
     backbone = rmt_backbone.backbone
+    if rmt_backbone.associative_key_dim is not None:
+        return None, "associative memory (ARMT) has no in-segment cache"
     if rmt_backbone.memory_attention != "backbone":
         return None, (
             "memory_attention='bidirectional' needs the whole segment's "
