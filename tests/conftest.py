@@ -1,7 +1,10 @@
 """Tiny randomly initialised backbones and helpers shared by the tests."""
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
 # Set before Keras imports a backend (and inherited by the subprocesses the
 # tests start). The models here are tiny: one thread per process spends less
@@ -28,6 +31,17 @@ os.environ["XLA_FLAGS"] = " ".join(
     [_given]
     + [f for f in FAST_XLA_FLAGS if f.split("=")[0].lstrip("-") not in _given]
 ).strip()
+
+# JAX compiles the same small functions again and again: each test builds
+# its own models, often alike. A compilation cache shared by this run (and
+# the processes it starts) reuses them; it starts empty, so nothing outlives
+# the run (JAX, one test file: 114 -> 96 CPU seconds).
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="keras_rmt_tests_jax_cache_")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
 import keras  # noqa: E402
 import keras_hub  # noqa: E402
