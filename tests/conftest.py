@@ -18,8 +18,10 @@ for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 # XLA (JAX, and TensorFlow's `jit_compile=True`) compiles each new shape of
 # these small graphs; its optimising passes cost more than they save (JAX,
-# one test file: 182 -> 123 CPU seconds). The tests compare numbers, which
-# both sides of each comparison compute with the same flags.
+# one test file: 182 -> 123 CPU seconds; the demo model's first epoch 15.8
+# -> 10.2 s, while its next 32 steps take 0.8 s instead of 0.3). The tests
+# compare numbers, which both sides of each comparison compute with the
+# same flags.
 FAST_XLA_FLAGS = (
     "--xla_backend_optimization_level=0",
     "--xla_llvm_disable_expensive_passes=true",
