@@ -123,6 +123,8 @@ def alive(pid):
     return True
 
 
+# The command runs under torch whatever this process runs: once is enough.
+@pytest.mark.backend_independent
 def test_sigterm_to_the_command_leaves_no_process_behind(keras_file, tmp_path):
     # From torch, the command switches to TensorFlow: SIGTERM to the process
     # started (as `timeout` or a scheduler sends it) must stop the export.
