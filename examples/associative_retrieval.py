@@ -29,8 +29,7 @@ where Transformer-XL degrades.
 """
 
 import example_utils
-
-import keras_rmt
+from tasks.associative_retrieval import associative_retrieval
 
 QUICK = {
     "num_pairs": 2, "num_keys": 8, "num_values": 8, "segments": [3],
@@ -64,7 +63,7 @@ def main(argv=None):
     config = example_utils.setting(args, QUICK, FULL)
 
     def generate(num_samples, seed, share=1.0):
-        return keras_rmt.datasets.associative_retrieval(
+        return associative_retrieval(
             num_samples,
             num_pairs=max(1, int(config["num_pairs"] * share)),
             num_keys=config["num_keys"],

@@ -15,8 +15,7 @@ segments 0.96 / 0.997 / 1.0.
 """
 
 import example_utils
-
-import keras_rmt
+from tasks.copy_sequence import copy_sequence
 
 TASKS = {  # source and target lengths, numbers of segments
     "copy": {"source": 24, "target": 48, "segments": [3, 6, 9]},
@@ -68,7 +67,7 @@ def main(argv=None):
 
         def generate(num_samples, seed, share=1.0, spec=spec, task=task):
             source = max(1, int(spec["source"] * share))  # the curriculum's
-            return keras_rmt.datasets.copy_sequence(
+            return copy_sequence(
                 num_samples,
                 source_length=source,
                 target_length=source * spec["target"] // spec["source"],

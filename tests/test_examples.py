@@ -224,3 +224,21 @@ def test_streaming_example_matches_one_serve_call(tmp_path):
     assert report["max_logits_difference"] <= 1e-5
     assert report["max_memory_difference"] <= 1e-5
     assert (tmp_path / "saved_model" / "saved_model.pb").exists()
+
+
+@pytest.mark.backend_independent
+@pytest.mark.parametrize("package", ["keras_rmt.datasets", "tasks"])
+def test_importing_a_submodule_gives_the_module_not_a_function(package):
+    import importlib
+    import pkgutil
+
+    parent = importlib.import_module(package)
+    names = [m.name for m in pkgutil.iter_modules(parent.__path__)]
+    assert names  # segmented_dataset; the tasks
+    for name in names:
+        module = importlib.import_module(f"{package}.{name}")
+        assert getattr(parent, name, module) is module, name
+    # The shape of the old defect, spelt out.
+    import tasks.facts_in_noise as m
+
+    assert m.__name__ == "tasks.facts_in_noise"

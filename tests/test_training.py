@@ -1,19 +1,16 @@
-import first_token_recall
 import keras
 import numpy as np
+from check_weights_under_backend import recall_model
 from conftest import random_batch
-from first_token_recall import build_model
-
-import keras_rmt
+from tasks.first_token_recall import first_token_recall
 
 
 def _fit_recall(carry_memory):
-    train = keras_rmt.datasets.first_token_recall(2048, seed=0)
-    test = keras_rmt.datasets.first_token_recall(512, seed=1)
-    result = first_token_recall.train_and_evaluate(
-        carry_memory, epochs=6, train=train, test=test, verbose=0
+    model = recall_model(carry_memory)
+    model.fit(
+        *first_token_recall(2048, seed=0), batch_size=64, epochs=6, verbose=0
     )
-    return result["test_accuracy"]
+    return model.evaluate(*first_token_recall(512, seed=1), verbose=0)[1]
 
 
 def test_fit_learns_recall_with_memory_and_not_without():
@@ -41,7 +38,7 @@ class _VaryingLengths(keras.utils.PyDataset):
 
 
 def test_fit_and_predict_on_batches_of_different_lengths():
-    model = build_model()
+    model = recall_model()
     history = model.fit(_VaryingLengths(), epochs=3, verbose=0)
     losses = history.history["loss"]
     assert losses[-1] < losses[0]
