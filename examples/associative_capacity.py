@@ -28,9 +28,9 @@ import time
 import keras
 import keras_hub
 import numpy as np
+from tasks.associative_retrieval import associative_retrieval
 
 import keras_rmt
-from keras_rmt import datasets  # the task's generator; the only data import
 
 QUICK = {
     "pairs": [2, 4, 8], "num_values": 8, "num_memory_tokens": 2,
@@ -53,7 +53,7 @@ SEGMENT_LENGTH = 2  # one key-value pair per segment
 def generate(config, num_samples, num_pairs, seed):
     # Twice as many keys as pairs, so the keys of a row differ from row to
     # row; the same values at every number of pairs, so chance stays put.
-    return datasets.associative_retrieval(
+    return associative_retrieval(
         num_samples,
         num_pairs=num_pairs,
         num_keys=2 * num_pairs,
@@ -127,7 +127,7 @@ def train(model, config, num_pairs, seed):
     def make_batch(size, num_segments, rng):
         return generate(config, size, num_pairs, int(rng.integers(2**31)))
 
-    data = datasets.SegmentedDataset(
+    data = keras_rmt.datasets.SegmentedDataset(
         make_batch,
         batch_size=config["batch_size"],
         num_batches=config["steps_per_epoch"],

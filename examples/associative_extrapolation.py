@@ -32,9 +32,9 @@ import time
 import keras
 import keras_hub
 import numpy as np
+from tasks.facts_in_noise import VOCABULARY, facts_in_noise
 
 import keras_rmt
-from keras_rmt import datasets  # the task's generator; the only data import
 
 QUICK = {
     "segment_length": 24, "train_segments": 2, "lengths": [1, 4, 16, 64],
@@ -59,7 +59,7 @@ NAME = "associative_extrapolation"
 
 
 def generate(config, num_samples, num_segments, seed, num_facts=None):
-    return datasets.facts_in_noise(
+    return facts_in_noise(
         num_samples,
         num_segments,
         segment_length=config["segment_length"],
@@ -75,7 +75,7 @@ def build(kind, config, seed):
     keras.utils.set_random_seed(seed)
     hidden_dim, tokens = config["hidden_dim"], config["num_memory_tokens"]
     gpt2 = keras_hub.models.GPT2Backbone(
-        vocabulary_size=len(datasets.facts_in_noise.VOCABULARY),
+        vocabulary_size=len(VOCABULARY),
         num_layers=config["num_layers"],
         num_heads=config["num_heads"],
         hidden_dim=hidden_dim,
@@ -138,7 +138,7 @@ def train(model, config, seed):
         seed = int(rng.integers(2**31))
         return generate(config, size, num_segments, seed, facts)
 
-    data = datasets.SegmentedDataset(
+    data = keras_rmt.datasets.SegmentedDataset(
         make_batch,
         batch_size=config["batch_size"],
         num_batches=config["steps_per_epoch"],

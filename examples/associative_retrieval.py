@@ -4,31 +4,32 @@ A row lists key-value pairs, then a query marker and one of the keys; the
 model must answer the key's value at the last position (`k1 v1 ... k4 v4 ?
 k3` -> `v3`: 10 tokens in, 1 out). The row is cut into N segments; the last
 holds only the query, so the pairs must come from memory. For each N we
-train an RMT and the same model without carried memory ("no memory"), and
-once full attention over the whole row; chance is 1 / values.
+train a `keras_rmt.models.RMTCausalLM` ("RMT") and the same model without
+carried memory ("no memory", `carry_memory=False`), and once the same
+backbone reading the whole row as one segment ("full attention"); accuracy
+is `evaluate()`'s weighted accuracy on the answer; chance is 1 / values.
 
-The recipe (both modes): the backbone's weights are redrawn at the
-model's scale (kernels `hidden_dim ** -0.5`, embeddings 1; keras-hub's
-GPT-2 draws 0.02, with which not even full attention left the
-"one of the row's values at random" plateau in thousands of steps),
-memory read through the backbone's own causal mask, and the whole task
-from the first step: the curriculum's smaller rows (one pair when a
-segment holds one) can be answered without a lookup, and mixed in they
-slowed learning of the real one. In full mode (4 pairs over 5 segments)
-two more things decided it, measured side by side on H200 cards: as many
-memory tokens as keys (16, room for a slot per key) and batches of 256.
-With 10 memory tokens and batches of 64 the RMT stayed at 0.385 for
-69,500 steps; with 16 tokens and batches of 64, at 0.45 for 300 s; with
-16 tokens and batches of 256 it reached 0.975 in 57 s, and this file's
-settings give 0.990 and 0.992 for seeds 0 and 1 (docs/results.md).
+The recipe: the backbone's weights redrawn at the model's scale (kernels
+`hidden_dim ** -0.5`, embeddings 1; keras-hub's GPT-2 draws 0.02, made for
+768-wide models, with which not even full attention left the "one of the
+row's values at random" plateau in thousands of steps), memory read through
+the backbone's own causal mask (`memory_attention="backbone"`), and the
+whole task from the first step (a curriculum's smaller rows can be answered
+without a lookup). In full mode, as many memory tokens as keys and batches
+of 256. Fresh rows every step (`keras_rmt.datasets.SegmentedDataset`).
 
-Writes `associative_retrieval.json` and `.png` (accuracy against the
-number of segments) to `--output-dir`. Paper (Bulatov et al., 2022): RMT
-solves associative retrieval at every number of segments it was given,
-where Transformer-XL degrades.
+Writes `associative_retrieval.json` and `.png` (accuracy against the number
+of segments) to `--output-dir`; the results are in docs/results.md.
 """
 
-import example_utils
+import math
+import time
+
+import example_common
+import keras
+import keras_hub
+import numpy as np
+from tasks.associative_retrieval import associative_retrieval
 
 import keras_rmt
 
@@ -36,56 +37,158 @@ QUICK = {
     "num_pairs": 2, "num_keys": 8, "num_values": 8, "segments": [3],
     "num_memory_tokens": 4, "hidden_dim": 64, "num_layers": 3,
     "num_heads": 4, "batch_size": 32, "epochs": 1000, "steps_per_epoch": 50,
-    "test_samples": 512, "learning_rate": 2e-3, "time_budget": 240,
-    "baseline_time_budget": 45, "target": 0.99,
-    "kernel_stddev": 64**-0.5, "embedding_stddev": 1.0,
-    "memory_attention": "backbone", "curriculum": False,
+    "test_samples": 512, "validation_samples": 256, "learning_rate": 2e-3,
+    "time_budget": 240, "baseline_time_budget": 45,
+    "full_attention_time_budget": 240, "target": 0.99,
 }  # fmt: skip
 FULL = {
     "num_pairs": 4, "num_keys": 16, "num_values": 10, "segments": [5],
     "num_memory_tokens": 16, "hidden_dim": 128, "num_layers": 4,
     "num_heads": 4, "batch_size": 256, "epochs": 1000, "steps_per_epoch": 100,
     "test_samples": 1024, "validation_samples": 1024,
-    "learning_rate": 1e-3, "time_budget": 300,
-    "baseline_time_budget": 45, "full_attention_time_budget": 45,
-    "target": 0.99, "kernel_stddev": 128**-0.5, "embedding_stddev": 1.0,
-    "memory_attention": "backbone", "curriculum": False,
+    "learning_rate": 1e-3, "time_budget": 300, "baseline_time_budget": 45,
+    "full_attention_time_budget": 45, "target": 0.99,
     "segment_loop": "unrolled",
 }  # fmt: skip
 
 
-def main(argv=None):
-    parser = example_utils.parser(__doc__.splitlines()[0])
-    parser.add_argument(
-        "--segments", type=int, nargs="+", default=None,
-        help="numbers of segments; overrides the mode's",
-    )  # fmt: skip
-    args = parser.parse_args(argv)
-    config = example_utils.setting(args, QUICK, FULL)
-
-    def generate(num_samples, seed, share=1.0):
-        return keras_rmt.datasets.associative_retrieval(
-            num_samples,
-            num_pairs=max(1, int(config["num_pairs"] * share)),
-            num_keys=config["num_keys"],
-            num_values=config["num_values"],
-            seed=seed,
-        )
-
-    pairs = config["num_pairs"]
-    return example_utils.sweep(
-        "associative_retrieval",
-        generate,
+def build_causal_lm(config, segment_length, carry_memory=True, seed=0):
+    """A compiled `RMTCausalLM` over a small GPT-2, weights redrawn."""
+    keras.utils.set_random_seed(seed)
+    num_memory_tokens = config["num_memory_tokens"]
+    gpt2 = keras_hub.models.GPT2Backbone(
         vocabulary_size=2 + config["num_keys"] + config["num_values"],
-        segments=args.segments or config["segments"],
-        config=config,
-        args=args,
-        title=f"associative retrieval, {pairs} pairs "
-        f"({2 * pairs + 2}/1 tokens)",
-        chance=1 / config["num_values"],
-        paper="RMT solves it at every number of segments tried "
-        "(Transformer-XL degrades)",
+        num_layers=config["num_layers"],
+        num_heads=config["num_heads"],
+        hidden_dim=config["hidden_dim"],
+        intermediate_dim=4 * config["hidden_dim"],
+        dropout=0.0,
+        max_sequence_length=segment_length + 2 * num_memory_tokens,
     )
+    rng = np.random.default_rng(seed)
+    scales = {"kernel": config["hidden_dim"] ** -0.5, "embeddings": 1.0}
+    for weight in gpt2.weights:  # biases and layer norms are kept
+        if weight.name in scales:
+            weight.assign(rng.normal(0.0, scales[weight.name], weight.shape))
+    backbone = keras_rmt.models.RMTBackbone(
+        gpt2,
+        num_memory_tokens=num_memory_tokens,
+        segment_length=segment_length,
+        memory_attention="backbone",
+        carry_memory=carry_memory,
+        segment_loop=config.get("segment_loop", "auto"),
+    )
+    causal_lm = keras_rmt.models.RMTCausalLM(backbone)
+    causal_lm.compile(
+        optimizer=keras.optimizers.AdamW(
+            config["learning_rate"], weight_decay=0.01, clipnorm=1.0
+        ),
+        weighted_metrics=[
+            keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        ],
+        segment_metrics=None,
+    )
+    return causal_lm
+
+
+def task_rows(config, num_samples, seed):
+    """`(inputs, labels, sample_weight)`, the weight on the answer alone."""
+    return associative_retrieval(
+        num_samples,
+        num_pairs=config["num_pairs"],
+        num_keys=config["num_keys"],
+        num_values=config["num_values"],
+        seed=seed,
+    )
+
+
+def train_and_test(config, kind, num_segments, args):
+    """Trains one model; returns its run (test accuracy, history...)."""
+    test = task_rows(config, config["test_samples"], args.seed + 1)
+    validation = task_rows(config, config["validation_samples"], args.seed + 2)
+    segment_length = math.ceil(test[0]["token_ids"].shape[1] / num_segments)
+    causal_lm = build_causal_lm(
+        config, segment_length, carry_memory=kind == "RMT", seed=args.seed
+    )
+    data = keras_rmt.datasets.SegmentedDataset(
+        lambda size, _, rng: task_rows(config, size, int(rng.integers(2**31))),
+        batch_size=config["batch_size"],
+        num_batches=config["steps_per_epoch"],
+        segment_length=segment_length,
+        seed=args.seed,
+    )
+    budget = {
+        "RMT": config["time_budget"],
+        "no memory": config["baseline_time_budget"],
+        "full attention": config["full_attention_time_budget"],
+    }[kind]
+    stop = example_common.TimeBudget(budget, target=config["target"])
+    start = time.time()
+    history = causal_lm.fit(
+        data,
+        validation_data=validation,
+        epochs=config["epochs"],
+        callbacks=[stop],
+        verbose=args.verbose,
+    )
+    inputs, labels, weight = test
+    logs = causal_lm.evaluate(
+        inputs, labels, sample_weight=weight, return_dict=True, verbose=0
+    )
+    print(f"   {kind}, {num_segments} segments: {logs['accuracy']:.3f}")
+    return {
+        "segments": num_segments,
+        "segment_length": segment_length,
+        "test_accuracy": logs["accuracy"],
+        "steps": len(history.history["loss"]) * config["steps_per_epoch"],
+        "stopped_because": stop.reason,
+        "train_seconds": time.time() - start,
+    }
+
+
+def main(argv=None):
+    parser = example_common.parser(__doc__.splitlines()[0])
+    parser.add_argument("--segments", type=int, nargs="+")
+    args = parser.parse_args(argv)
+    config = example_common.settings(args, QUICK, FULL)
+    runs = []
+    for count in args.segments or config["segments"]:
+        runs += [("RMT", count), ("no memory", count)]
+    runs.append(("full attention", 1))
+    results = {}
+    for kind, count in runs:
+        print(f"== associative retrieval: {kind}, {count} segment(s) ==")
+        run = train_and_test(config, kind, count, args)
+        results.setdefault(kind, []).append(run)
+    accuracy = {
+        kind: {str(r["segments"]): r["test_accuracy"] for r in kind_runs}
+        for kind, kind_runs in results.items()
+    }
+    pairs = config["num_pairs"]
+    summary = {
+        "name": "associative_retrieval",
+        "title": f"associative retrieval, {pairs} pairs "
+        f"({2 * pairs + 2}/1 tokens)",
+        "input_length": 2 * pairs + 2,
+        "config": config,
+        "test_accuracy": accuracy,
+        "chance": 1 / config["num_values"],
+        "runs": results,
+        "xlabel": "number of segments",
+        "ylabel": "answer accuracy",
+        "curves": {
+            **accuracy,
+            "full attention": {
+                n: accuracy["full attention"]["1"] for n in accuracy["RMT"]
+            },
+        },
+    }
+    print(f"\n{summary['title']}: test accuracy by number of segments")
+    for kind, by_count in accuracy.items():
+        row = "  ".join(f"{n}: {v:.3f}" for n, v in by_count.items())
+        print(f"  {kind:<15} {row}")
+    example_common.write(summary, args.output_dir)
+    return summary
 
 
 if __name__ == "__main__":

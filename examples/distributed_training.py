@@ -66,6 +66,7 @@ if __name__ == "__main__":
 import keras  # noqa: E402
 import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
+from tasks.first_token_recall import first_token_recall  # noqa: E402
 
 import keras_rmt  # noqa: E402
 
@@ -115,7 +116,7 @@ def make_dataset(num_samples, batch_size, seed=0):
     """First-token recall rows of 9 to 12 tokens, padded to 3 segments."""
     import tensorflow as tf
 
-    inputs, labels = keras_rmt.datasets.first_token_recall(
+    inputs, labels = first_token_recall(
         num_samples,
         segment_length=SEGMENT_LENGTH,
         num_segments=MAX_SEGMENTS,

@@ -3,154 +3,121 @@
 In the spirit of the 1M-token report and BABILong qa1: a row is noise words
 with a few facts ("mary went to the kitchen .") put anywhere in it and the
 question at the end ("where is mary ?"); the answer is where that person
-went last. The RMT trains with `keras_rmt.callbacks.SegmentCurriculum`: one
-segment, then two, up to `--train-segments` (4), growing when training
-accuracy reaches `--grow-at` or stops improving, every batch shortened to a
-random number of segments up to the current one (`vary_n_segments`) and
-holding 1 to `num_facts` facts, so that some rows have long stretches of
-noise after their last fact, as long inputs do. Training accuracy is 1.0
-after a few epochs, and cannot tell weights that read long inputs well
-from weights that drift over many noise segments; so in full mode the
-weights kept are those of the epoch with the lowest loss on validation
-rows of 16 segments (`select_segments`; no gradient sees more than 4):
-over three seeds on H200 cards this gave 0.984-1.000 at 32 segments,
-where the last epoch's weights gave 0.860 and 1.000 for two seeds. It is
-then evaluated on rows far longer than any it saw, up to 32 segments (8x),
-reading one segment per call, from other seeds than validation's. The
-same model without carried memory ("no memory") is the baseline; full
-attention is left out, as its position table cannot reach past the
-training length. The generator is
-`keras_rmt.datasets.facts_in_noise`, for any length.
+went last, predicted at the last position. A `keras_rmt.models.RMTCausalLM`
+trains with `keras_rmt.callbacks.SegmentCurriculum`: one segment, then two,
+up to `--train-segments` (4), growing when training accuracy reaches
+`--grow-at` or stops improving. The data is a
+`keras_rmt.datasets.SegmentedDataset` whose batches draw their number of
+segments from 1 to the current one (`vary_n_segments=True`) and hold 1 to
+`num_facts` facts, so that some rows have long stretches of noise after
+their last fact, as long inputs do.
+
+Training accuracy is 1.0 after a few epochs and cannot tell weights that
+read long inputs well from weights that drift over many noise segments; so
+in full mode the weights kept are those of the epoch with the lowest loss
+on validation rows of 16 segments (Keras' `EarlyStopping` set to restore
+the best weights, never to stop; no gradient sees more than 4 segments).
+The model is then evaluated (`evaluate()`, the weight on the answer alone)
+on rows far longer than any it saw, up to 32 segments (8x), from other
+seeds than validation's. The same model without carried memory ("no
+memory") is the baseline; full attention is left out, as its position
+table cannot reach past the training length.
 
 Writes `facts_in_noise.json` and `.png` (accuracy against the number of
-segments) to `--output-dir`. Reference points: BABILong qa1, GPT-2 + RMT:
-1.0 at 16k tokens, 0.99 at 128k; the 1M-token report trained on 1 -> 7
-segments and extrapolated to 4,096.
+segments) to `--output-dir`; the results are in docs/results.md.
 """
 
 import time
 
-import example_models
-import example_results
-import example_training
-import example_utils
+import example_common
 import keras
+import keras_hub
+import numpy as np
+from tasks.facts_in_noise import VOCABULARY, facts_in_noise
 
 import keras_rmt
 
-# Quick mode redraws the backbone's weights at the model's scale and
-# carries 2 memory tokens: seeds 0 and 1 then read 32 segments at 1.000 on
-# a CPU, where keras-hub's initialisation and 4 tokens gave 0.832 and 0.816.
+# Quick mode redraws the backbone's weights at the model's scale and carries
+# 2 memory tokens (with keras-hub's 0.02 and 4 tokens it read 32 segments
+# worse on a CPU).
 QUICK = {
     "segment_length": 24, "num_facts": 3, "num_people": 1, "num_places": 6,
     "num_memory_tokens": 2, "hidden_dim": 64, "num_layers": 2,
     "num_heads": 4, "batch_size": 32, "epochs": 1000, "steps_per_epoch": 50,
-    "learning_rate": 2e-3, "time_budget": 300, "test_samples": 256,
-    "vary_num_facts": True, "kernel_stddev": 64**-0.5,
-    "embedding_stddev": 1.0,
+    "learning_rate": 2e-3, "time_budget": 300, "baseline_time_budget": 300,
+    "test_samples": 256, "validation_samples": 256,
+    "kernel_stddev": 64**-0.5, "embedding_stddev": 1.0,
 }  # fmt: skip
 FULL = {
     "segment_length": 32, "num_facts": 4, "num_people": 1, "num_places": 6,
     "num_memory_tokens": 8, "hidden_dim": 128, "num_layers": 4,
     "num_heads": 4, "batch_size": 128, "epochs": 1000, "steps_per_epoch": 100,
-    "learning_rate": 1e-3, "time_budget": 300, "test_samples": 1000,
-    "baseline_time_budget": 45, "segment_loop": "unrolled",
-    "vary_num_facts": True, "select_segments": 16,
+    "learning_rate": 1e-3, "time_budget": 300, "baseline_time_budget": 45,
+    "test_samples": 1000, "validation_samples": 256, "select_segments": 16,
+    "segment_loop": "unrolled",
 }  # fmt: skip
 
 
-def batch_maker(config, generate):
-    """`make_batch(size, num_segments, rng)` for `SegmentedDataset`.
-
-    With `config["vary_num_facts"]`, each batch holds 1 to `num_facts`
-    facts: fewer facts leave more segments of noise after the last one,
-    which the memory must hold across, as in long inputs.
-    """
-
-    def make_batch(size, count, rng):
-        facts = config["num_facts"]
-        if config.get("vary_num_facts"):
-            facts = int(rng.integers(1, facts + 1))
-        return generate(size, count, int(rng.integers(2**31)), facts)
-
-    return make_batch
-
-
-def train_with_curriculum(kind, config, args, generate):
-    data = keras_rmt.datasets.SegmentedDataset(
-        batch_maker(config, generate),
-        batch_size=config["batch_size"],
-        num_batches=config["steps_per_epoch"],
+def build_causal_lm(config, carry_memory=True, segment_loop=None, seed=0):
+    """A compiled `RMTCausalLM` over a small GPT-2 (no download)."""
+    keras.utils.set_random_seed(seed)
+    num_memory_tokens = config["num_memory_tokens"]
+    gpt2 = keras_hub.models.GPT2Backbone(
+        vocabulary_size=len(VOCABULARY),
+        num_layers=config["num_layers"],
+        num_heads=config["num_heads"],
+        hidden_dim=config["hidden_dim"],
+        intermediate_dim=4 * config["hidden_dim"],
+        dropout=0.0,
+        max_sequence_length=config["segment_length"] + 2 * num_memory_tokens,
+    )
+    rng = np.random.default_rng(seed)
+    scales = {
+        "kernel": config.get("kernel_stddev"),
+        "embeddings": config.get("embedding_stddev"),
+    }
+    for weight in gpt2.weights:  # biases and layer norms are kept
+        if scales.get(weight.name) is not None:
+            weight.assign(rng.normal(0.0, scales[weight.name], weight.shape))
+    backbone = keras_rmt.models.RMTBackbone(
+        gpt2,
+        num_memory_tokens=num_memory_tokens,
         segment_length=config["segment_length"],
-        vary_n_segments=True,
-        # One input shape for the whole curriculum: TensorFlow's fit fixes
-        # shapes from its first batches, and JAX compiles once.
-        pad_to=args.train_segments,
-        seed=args.seed,
+        memory_attention="bidirectional",
+        carry_memory=carry_memory,
+        segment_loop=segment_loop or config.get("segment_loop", "auto"),
     )
-    curriculum = keras_rmt.callbacks.SegmentCurriculum(
-        data,
-        max_segments=args.train_segments,
-        monitor="accuracy",
-        target=args.grow_at,
-        patience=3,
-        verbose=1,
+    causal_lm = keras_rmt.models.RMTCausalLM(backbone)
+    causal_lm.compile(
+        optimizer=keras.optimizers.AdamW(
+            config["learning_rate"], weight_decay=0.01, clipnorm=1.0
+        ),
+        weighted_metrics=[
+            keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        ],
+        segment_metrics=None,
     )
-    model = example_models.build_from_config(
-        kind,
-        len(keras_rmt.datasets.facts_in_noise.VOCABULARY),
-        config["segment_length"],
-        config,
-        seed=args.seed,
-    )
-    # Validation rows may be longer than training rows (`select_segments`):
-    # the weights kept are then those that read long inputs best, which
-    # training accuracy, 1.0 after a few epochs, cannot tell apart.
-    select = config.get("select_segments")
-    validation = generate(
-        config.get("validation_samples", 256),
-        select or args.train_segments,
-        args.seed + 1,
-    )
-    keep = example_training.keep_best(config["epochs"]) if select else None
-    run = example_training.train(
-        model,
-        data,
-        validation,
-        epochs=config["epochs"],
-        target=args.stop_at,
-        seconds=config["time_budget"]
-        if kind == "RMT"
-        else config.get("baseline_time_budget", config["time_budget"]),
-        callbacks=[curriculum, keep] if keep else [curriculum],
-        verbose=args.verbose,
-    )
-    run["segments_by_epoch"] = curriculum.history
-    if keep:
-        run["kept_epoch"] = keep.best_epoch + 1
-    return model, run
+    return causal_lm
 
 
 def main(argv=None):
-    parser = example_utils.parser(__doc__.splitlines()[0])
+    parser = example_common.parser(__doc__.splitlines()[0])
     parser.add_argument("--train-segments", type=int, default=4)
     parser.add_argument(
         "--eval-segments", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32]
     )
+    parser.add_argument("--grow-at", type=float, default=0.95)
     parser.add_argument(
-        "--grow-at", type=float, default=0.95,
-        help="add a segment once training accuracy reaches this",
-    )  # fmt: skip
-    parser.add_argument(
-        "--stop-at", type=float, default=None,
-        help="stop once validation accuracy reaches this; by default train "
-        "for the whole time budget",
-    )  # fmt: skip
+        "--select-segments", type=int, help="overrides the mode's"
+    )
     args = parser.parse_args(argv)
-    config = example_utils.setting(args, QUICK, FULL)
+    config = example_common.settings(args, QUICK, FULL)
+    if args.select_segments:
+        config["select_segments"] = args.select_segments
 
-    def generate(num_samples, num_segments, seed, num_facts=None):
-        return keras_rmt.datasets.facts_in_noise(
+    def rows(num_samples, num_segments, seed, num_facts=None):
+        """`(inputs, labels, sample_weight)`, the weight on the answer."""
+        return facts_in_noise(
             num_samples,
             num_segments,
             segment_length=config["segment_length"],
@@ -160,44 +127,99 @@ def main(argv=None):
             seed=seed,
         )
 
-    start, results, accuracy = time.time(), {}, {}
+    def make_batch(batch_size, num_segments, rng):
+        # 1 to `num_facts` facts: fewer facts leave more noise segments
+        # after the last one, which the memory must hold across.
+        facts = int(rng.integers(1, config["num_facts"] + 1))
+        return rows(batch_size, num_segments, int(rng.integers(2**31)), facts)
+
+    select = config.get("select_segments")
+    validation = rows(
+        config["validation_samples"],
+        select or args.train_segments,
+        args.seed + 1,
+    )
+    start, accuracy, runs = time.time(), {}, {}
     for kind in ("RMT", "no memory"):
         print(f"== facts in noise: {kind} ({keras.backend.backend()}) ==")
-        model, run = train_with_curriculum(kind, config, args, generate)
-        read = example_models.last_token_reader(model)
+        causal_lm = build_causal_lm(config, kind == "RMT", seed=args.seed)
+        data = keras_rmt.datasets.SegmentedDataset(
+            make_batch,
+            batch_size=config["batch_size"],
+            num_batches=config["steps_per_epoch"],
+            segment_length=config["segment_length"],
+            vary_n_segments=True,
+            # One input shape for the whole curriculum: TensorFlow's fit
+            # fixes shapes from its first batches, and JAX compiles once.
+            pad_to=args.train_segments,
+            seed=args.seed,
+        )
+        curriculum = keras_rmt.callbacks.SegmentCurriculum(
+            data,
+            max_segments=args.train_segments,
+            monitor="accuracy",
+            target=args.grow_at,
+            patience=3,
+            verbose=1,
+        )
+        budget = config[
+            "time_budget" if kind == "RMT" else "baseline_time_budget"
+        ]
+        callbacks = [curriculum, example_common.TimeBudget(budget)]
+        if select:
+            keep_best = keras.callbacks.EarlyStopping(
+                patience=config["epochs"], restore_best_weights=True
+            )
+            callbacks.append(keep_best)
+        history = causal_lm.fit(
+            data,
+            validation_data=validation,
+            epochs=config["epochs"],
+            callbacks=callbacks,
+            verbose=args.verbose,
+        ).history
+        runs[kind] = {
+            "val_loss": history["val_loss"],
+            "segments_by_epoch": curriculum.history,
+        }
+        if select:
+            runs[kind]["kept_epoch"] = keep_best.best_epoch + 1
+        if config.get("segment_loop") == "unrolled":
+            # Long inputs read with the scan: one compiled segment step,
+            # whatever their length, where unrolling traces every segment.
+            reader = build_causal_lm(config, kind == "RMT", "scan")
+            reader.set_weights(causal_lm.get_weights())
+            causal_lm = reader
         accuracy[kind] = {}
         for count in args.eval_segments:
-            inputs, labels, _ = generate(
+            inputs, labels, weight = rows(
                 config["test_samples"], count, args.seed + 100 + count
             )
-            predicted = read(inputs).argmax(axis=-1)
-            accuracy[kind][str(count)] = float(
-                (predicted == labels[:, -1]).mean()
-            )
-            print(f"   {count:>3} segments: {accuracy[kind][str(count)]:.3f}")
-        results[kind] = run
+            logs = causal_lm.evaluate(
+                inputs, labels, sample_weight=weight, return_dict=True,
+                batch_size=128, verbose=0,
+            )  # fmt: skip
+            accuracy[kind][str(count)] = logs["accuracy"]
+            print(f"   {count:>3} segments: {logs['accuracy']:.3f}")
     summary = {
         "name": "facts_in_noise",
-        "mode": example_utils.mode(args),
+        "title": "Where is Mary? Facts hidden in noise",
         "config": config,
         "train_segments": args.train_segments,
         "test_accuracy": accuracy,
         "chance": 1 / config["num_places"],
-        "title": "Where is Mary? Facts hidden in noise",
+        "runs": runs,
+        "seconds": time.time() - start,
         "xlabel": f"number of segments ({config['segment_length']} words "
         f"each; trained up to {args.train_segments})",
-        "paper": "BABILong qa1, GPT-2 + RMT: 1.0 at 16k tokens, 0.99 at 128k",
-        "runs": results,
-        "seconds": time.time() - start,
-        "environment": example_results.environment(),
+        "ylabel": "answer accuracy",
+        "curves": accuracy,
     }
-    example_results.write_json(summary, args.output_dir, "facts_in_noise")
-    example_results.plot_summary(summary, args.output_dir)
     print(f"\nfacts in noise, trained up to {args.train_segments} segments")
     for kind, by_count in accuracy.items():
         row = "  ".join(f"{n}: {v:.3f}" for n, v in by_count.items())
         print(f"  {kind:<10} {row}")
-    print(f"  wrote {args.output_dir}/facts_in_noise.json and .png")
+    example_common.write(summary, args.output_dir)
     return summary
 
 

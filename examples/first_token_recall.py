@@ -1,10 +1,11 @@
 """Train a small RMT to recall a token it saw segments ago.
 
 Every input is 3 segments of 4 tokens; its label is its first token. A
-GPT-2-style backbone reads the input through `keras_rmt.layers.
-RecurrentSegments`, and a dense head reads the last token. With memory
-carried between segments the model recalls the key; without (the
-memory-less baseline, `carry_memory=False`) it can only guess.
+`keras_rmt.models.RMTTextClassifier` reads the input segment by segment
+through a small GPT-2 (built from its config, no download) and classifies
+from the last segment's last token. With memory carried between segments
+the model recalls the key; without (the memory-less baseline,
+`carry_memory=False`) it can only guess.
 
 Prints both accuracies, writes `results.json` and `accuracy.png` to
 `--output-dir`. Runs on the CPU in about a minute with any Keras backend
@@ -18,6 +19,7 @@ import time
 
 import keras
 import keras_hub
+from tasks.first_token_recall import first_token_recall
 
 import keras_rmt
 
@@ -25,9 +27,9 @@ NUM_KEYS = 8
 
 
 def build_model(carry_memory=True, seed=1):
-    """A Functional RMT classifier over inputs of any length."""
+    """A compiled `RMTTextClassifier` over inputs of any length."""
     keras.utils.set_random_seed(seed)
-    backbone = keras_hub.models.GPT2Backbone(
+    gpt2 = keras_hub.models.GPT2Backbone(
         vocabulary_size=16,
         num_layers=1,
         num_heads=2,
@@ -36,27 +38,21 @@ def build_model(carry_memory=True, seed=1):
         dropout=0.0,
         max_sequence_length=16,
     )
-    rmt = keras_rmt.layers.RecurrentSegments(
-        backbone,
-        memory=keras_rmt.layers.MemoryTokens(num_tokens=2),
+    backbone = keras_rmt.models.RMTBackbone(
+        gpt2,
+        num_memory_tokens=2,
         segment_length=4,
         carry_memory=carry_memory,
     )
-    inputs = {
-        "token_ids": keras.Input((None,), dtype="int32", name="token_ids"),
-        "padding_mask": keras.Input(
-            (None,), dtype="int32", name="padding_mask"
-        ),
-    }
-    last_token = rmt(inputs)["sequence_output"][:, -1]
-    logits = keras.layers.Dense(NUM_KEYS, name="head")(last_token)
-    model = keras.Model(inputs, logits)
-    model.compile(
+    classifier = keras_rmt.models.RMTTextClassifier(
+        backbone, num_classes=NUM_KEYS
+    )
+    classifier.compile(
         optimizer=keras.optimizers.Adam(3e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    return model
+    return classifier
 
 
 def train_and_evaluate(carry_memory, epochs, train, test, verbose=1):
@@ -103,8 +99,8 @@ def main(argv=None):
     parser.add_argument("--output-dir", default="demo_output")
     args = parser.parse_args(argv)
 
-    train = keras_rmt.datasets.first_token_recall(args.train_samples, seed=0)
-    test = keras_rmt.datasets.first_token_recall(512, seed=1)
+    train = first_token_recall(args.train_samples, seed=0)
+    test = first_token_recall(512, seed=1)
     results = {}
     for name, carry_memory in [("RMT", True), ("no memory", False)]:
         print(f"== {name} ({keras.backend.backend()} backend) ==")

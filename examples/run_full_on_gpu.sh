@@ -18,7 +18,7 @@
 # On a machine without keras (the project's GPU machine), first run
 # ../shared/gpu/wheels.sh in the repository root to fill .whl/; this script
 # installs those wheels into /tmp/site. Draw the plots afterwards with
-# `python examples/example_results.py $OUT`.
+# `python examples/example_common.py $OUT`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if ! python3 -c "import keras, keras_hub" 2>/dev/null; then

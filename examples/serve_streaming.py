@@ -29,6 +29,7 @@ import tempfile
 import urllib.request
 
 import numpy as np
+from tasks.first_token_recall import first_token_recall
 
 
 def train_and_export(saved_model, epochs, train_samples):
@@ -39,7 +40,7 @@ def train_and_export(saved_model, epochs, train_samples):
     import keras_rmt
 
     model = build_model()
-    train = keras_rmt.datasets.first_token_recall(train_samples, seed=0)
+    train = first_token_recall(train_samples, seed=0)
     model.fit(*train, batch_size=64, epochs=epochs, verbose=0)
     if keras.backend.backend() in ("tensorflow", "jax"):
         keras_rmt.export.export_saved_model(model, saved_model)
@@ -124,13 +125,11 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
 
-    import keras_rmt
-
     output_dir = args.output_dir or tempfile.mkdtemp()
     os.makedirs(output_dir, exist_ok=True)
     saved_model = os.path.join(output_dir, "saved_model")
     train_and_export(saved_model, args.epochs, args.train_samples)
-    inputs, keys = keras_rmt.datasets.first_token_recall(
+    inputs, keys = first_token_recall(
         args.samples, num_segments=args.segments, seed=2
     )
     server, url = start_server(saved_model)

@@ -1,8 +1,8 @@
 """Checks weights saved under another backend, in a process of its own.
 
-`python check_weights_under_backend.py WEIGHTS EXPECTED.npz` rebuilds the
-example's model, loads the weights and compares its logits with the saved
-ones.
+`python check_weights_under_backend.py WEIGHTS EXPECTED.npz` rebuilds
+`recall_model()`, loads the weights and compares its logits with the saved
+ones. The tests import `recall_model` from here too.
 """
 
 import os
@@ -10,18 +10,62 @@ import sys
 
 import numpy as np
 
+# This checkout's keras_rmt, wherever the script is started from.
 sys.path.insert(
-    0,
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"),
+    0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 )
-from first_token_recall import build_model  # noqa: E402
+
+
+def recall_model(carry_memory=True, seed=1):
+    """A Functional RMT classifier of first-token recall, any input length.
+
+    A 1-layer GPT-2 read in segments of 4 tokens with 2 memory tokens; a
+    dense head reads the last token and gives 8 logits.
+    """
+    import keras
+    import keras_hub
+
+    import keras_rmt
+
+    keras.utils.set_random_seed(seed)
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=16,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=32,
+        intermediate_dim=64,
+        dropout=0.0,
+        max_sequence_length=16,
+    )
+    rmt = keras_rmt.layers.RecurrentSegments(
+        backbone,
+        memory=keras_rmt.layers.MemoryTokens(num_tokens=2),
+        segment_length=4,
+        carry_memory=carry_memory,
+    )
+    inputs = {
+        "token_ids": keras.Input((None,), dtype="int32", name="token_ids"),
+        "padding_mask": keras.Input(
+            (None,), dtype="int32", name="padding_mask"
+        ),
+    }
+    last_token = rmt(inputs)["sequence_output"][:, -1]
+    logits = keras.layers.Dense(8, name="head")(last_token)
+    model = keras.Model(inputs, logits)
+    model.compile(
+        optimizer=keras.optimizers.Adam(3e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
 
 if __name__ == "__main__":
     import keras
 
     weights, expected = sys.argv[1:]
     data = np.load(expected)
-    model = build_model()
+    model = recall_model()
     model.load_weights(weights)
     got = model.predict(
         {"token_ids": data["token_ids"], "padding_mask": data["padding_mask"]},

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
-
-from keras_rmt.datasets import associative_retrieval
+from tasks.associative_retrieval import associative_retrieval
 
 pytestmark = pytest.mark.backend_independent
 

@@ -3,8 +3,7 @@ import sys
 
 import numpy as np
 import pytest
-
-from keras_rmt.datasets import bbc_news
+from tasks.bbc_news import bbc_news
 
 pytestmark = pytest.mark.backend_independent
 

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
-
-from keras_rmt.datasets import copy_sequence
+from tasks.copy_sequence import copy_sequence
 
 pytestmark = pytest.mark.backend_independent
 

@@ -1,11 +1,10 @@
 import numpy as np
 import pytest
-
-from keras_rmt.datasets import facts_in_noise
+from tasks.facts_in_noise import VOCABULARY, facts_in_noise
 
 pytestmark = pytest.mark.backend_independent
 
-WORDS = facts_in_noise.VOCABULARY
+WORDS = VOCABULARY
 
 
 def _answer_by_reading(words):

@@ -2,8 +2,7 @@ from pydoc_data.topics import topics
 
 import numpy as np
 import pytest
-
-from keras_rmt.datasets import python_docs
+from tasks.python_docs import python_docs
 
 pytestmark = pytest.mark.backend_independent
 

@@ -10,6 +10,7 @@ from conftest import (
     random_batch,
     save_local_preset,
 )
+from tasks.first_token_recall import first_token_recall
 
 import keras_rmt
 
@@ -82,7 +83,7 @@ def test_each_segments_loss_is_reported(evaluated):
 def test_fit_with_a_labels_mask_trains_the_answer_tokens_only():
     # The last token's label is the first token, two segments back; the
     # labels mask keeps the loss on that answer alone.
-    inputs, keys = keras_rmt.datasets.first_token_recall(64, num_keys=4, seed=0)
+    inputs, keys = first_token_recall(64, num_keys=4, seed=0)
     labels = np.zeros_like(inputs["token_ids"])
     labels[:, -1] = keys + 2
     weights = np.zeros(labels.shape, "float32")

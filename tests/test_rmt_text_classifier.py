@@ -10,6 +10,7 @@ from conftest import (
     random_batch,
     save_local_preset,
 )
+from tasks.first_token_recall import first_token_recall
 from test_case import run_task_test
 
 import keras_rmt
@@ -91,9 +92,7 @@ def test_mean_segment_loss_averages_segments_that_hold_tokens():
 def test_fit_lowers_the_loss_and_evaluate_reports_the_last_segment(
     segment_loss,
 ):
-    inputs, labels = keras_rmt.datasets.first_token_recall(
-        32, num_keys=4, seed=0
-    )
+    inputs, labels = first_token_recall(32, num_keys=4, seed=0)
     classifier = _classifier("gpt2", num_classes=4, segment_loss=segment_loss)
     classifier.compile(optimizer=keras.optimizers.Adam(1e-2))
     history = classifier.fit(

@@ -4,8 +4,9 @@ import sys
 
 import keras
 import numpy as np
+from check_weights_under_backend import recall_model
 from conftest import make_rmt, random_batch, text_inputs
-from first_token_recall import build_model
+from tasks.first_token_recall import first_token_recall
 
 import keras_rmt
 
@@ -40,8 +41,8 @@ def test_layer_config_round_trip():
 
 
 def test_weights_load_under_another_backend(tmp_path):
-    model = build_model()
-    inputs, _ = keras_rmt.datasets.first_token_recall(4, seed=3)
+    model = recall_model()
+    inputs, _ = first_token_recall(4, seed=3)
     inputs["padding_mask"][1, 7:] = 0
     logits = model.predict(inputs, verbose=0)
     model.save_weights(tmp_path / "model.weights.h5")

@@ -39,7 +39,7 @@ def facts_in_noise(
     the facts can be anywhere, so a long input puts many segments of noise
     between a fact and the question, and memory must hold the fact across
     all of them. Word-level ids index `VOCABULARY` in this module
-    (`keras_rmt.datasets.facts_in_noise.VOCABULARY`); 0 is padding.
+    (`tasks.facts_in_noise.VOCABULARY`); 0 is padding.
 
     Args:
         num_samples: int. How many rows.
@@ -60,12 +60,14 @@ def facts_in_noise(
 
     Example:
     ```python
-    inputs, labels, weight = keras_rmt.datasets.facts_in_noise(
+    from tasks.facts_in_noise import VOCABULARY, facts_in_noise
+
+    inputs, labels, weight = facts_in_noise(
         2, num_segments=4
     )
     inputs["token_ids"].shape  # (2, 96)
-    words = keras_rmt.datasets.facts_in_noise.VOCABULARY
-    tuple(words[i] for i in inputs["token_ids"][0, -4:-2])  # ("where", "is")
+    question = inputs["token_ids"][0, -4:-2]
+    tuple(VOCABULARY[i] for i in question)  # ("where", "is")
     ```
 
     Reference:
@@ -126,6 +128,3 @@ def _row(rng, length, num_facts, num_people, num_places):
     answer = places[np.flatnonzero(people == asked)[-1]]
     words += [_ID["where"], _ID["is"], _ID[PEOPLE[asked]], _ID["?"]]
     return words, _ID[PLACES[answer]]
-
-
-facts_in_noise.VOCABULARY = VOCABULARY

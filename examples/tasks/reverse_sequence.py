@@ -1,4 +1,4 @@
-from keras_rmt.datasets.copy_sequence import copy_sequence
+from .copy_sequence import copy_sequence
 
 
 def reverse_sequence(num_samples, source_length=24, num_symbols=10, seed=0):
@@ -20,7 +20,9 @@ def reverse_sequence(num_samples, source_length=24, num_symbols=10, seed=0):
 
     Example:
     ```python
-    inputs, labels, weight = keras_rmt.datasets.reverse_sequence(
+    from tasks.reverse_sequence import reverse_sequence
+
+    inputs, labels, weight = reverse_sequence(
         1, source_length=3
     )
     inputs["token_ids"].shape  # (1, 6)

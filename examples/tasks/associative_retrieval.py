@@ -34,7 +34,9 @@ def associative_retrieval(
 
     Example:
     ```python
-    inputs, labels, weight = keras_rmt.datasets.associative_retrieval(2)
+    from tasks.associative_retrieval import associative_retrieval
+
+    inputs, labels, weight = associative_retrieval(2)
     inputs["token_ids"].shape  # (2, 10)
     tuple(weight[0])  # (0, 0, 0, 0, 0, 0, 0, 0, 0, 1)
     ```

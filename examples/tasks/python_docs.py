@@ -1,4 +1,4 @@
-from keras_rmt.datasets.byte_rows import VOCABULARY_SIZE, byte_rows
+from .byte_rows import byte_rows
 
 
 def python_docs(
@@ -37,7 +37,9 @@ def python_docs(
 
     Example:
     ```python
-    inputs, labels = keras_rmt.datasets.python_docs(64, split="validation")
+    from tasks.python_docs import python_docs
+
+    inputs, labels = python_docs(64, split="validation")
     inputs["token_ids"].shape[1:]  # (64,)
     tuple(labels[0, :-1] - inputs["token_ids"][0, 1:])[:3]  # (0, 0, 0)
     ```
@@ -57,6 +59,3 @@ def _read_text():
     from pydoc_data.topics import topics
 
     return "\n\n".join(topics[name] for name in sorted(topics))
-
-
-python_docs.VOCABULARY_SIZE = VOCABULARY_SIZE
