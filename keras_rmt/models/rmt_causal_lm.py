@@ -428,10 +428,8 @@ class RMTCausalLM(TokenDatasetFit, SavedModelExport, keras_hub.models.CausalLM):
             tokens = outputs["sequence_output"]
             cache = (memory, memory)
         else:
-            tokens, written, kv_cache = segment_cache.prefill(memory, segment)
-            segment_index = ops.full((batch,), current, "int32")
-            written = ops.cast(written, memory.dtype)
-            cache = (memory, written, kv_cache, segment_index)
+            tokens, _, kv_cache = segment_cache.prefill(memory, segment)
+            cache = (memory, kv_cache)
         hidden = ops.slice_update(
             hidden, [0, current * length, 0], ops.cast(tokens, hidden.dtype)
         )
@@ -476,35 +474,34 @@ class RMTCausalLM(TokenDatasetFit, SavedModelExport, keras_hub.models.CausalLM):
         return logits, hidden, (memory, written)
 
     def _next_logits_cached(self, prompt, cache, index):
-        """`next_logits` with a key/value cache inside the segment."""
+        """`next_logits` with a key/value cache inside the segment.
+
+        The cache always holds the segment of the token to run, from its
+        read memory on: after a segment's last token, the same step writes
+        its memory and reads that memory into the cache for the next one,
+        so every other step runs one token and nothing else.
+        """
         segment_cache = self._segment_cache()
-        memory, written, kv_cache, cached_segment = cache
+        memory, kv_cache = cache
         length = self.backbone.segment_length
         batch = ops.shape(prompt)[0]
         position = ops.maximum(index - 1, 0)
-        segment_index = position // length
-        offset = position - segment_index * length
+        offset = position % length
         token = ops.slice(prompt, [0, position], [batch, 1])
-        entering = ops.any(cached_segment != segment_index)
-        memory = ops.where(entering, written, memory)
-        hidden, kv_cache = ops.cond(
-            entering,
-            lambda: segment_cache.enter(memory, token, kv_cache),
-            lambda: segment_cache.step(token, offset, kv_cache),
-        )
+        hidden, kv_cache = segment_cache.step(token, offset, kv_cache)
         logits = self.backbone.token_embedding(hidden, reverse=True)
-        if self.backbone.carry_memory:
-            written = ops.cond(
-                offset == length - 1,
-                lambda: ops.cast(
-                    segment_cache.write(memory, kv_cache), written.dtype
-                ),
-                lambda: written,
-            )
-        else:
+
+        def next_segment():
             written = memory
-        cached_segment = ops.full_like(cached_segment, segment_index)
-        return logits, hidden, (memory, written, kv_cache, cached_segment)
+            if self.backbone.carry_memory:
+                written = segment_cache.write(memory, kv_cache)
+                written = ops.cast(written, memory.dtype)
+            return written, segment_cache.read(written, kv_cache)
+
+        memory, kv_cache = ops.cond(
+            offset == length - 1, next_segment, lambda: (memory, kv_cache)
+        )
+        return logits, hidden, (memory, kv_cache)
 
     def _segment_cache(self):
         """The key/value cache generation steps with, or None (recompute)."""

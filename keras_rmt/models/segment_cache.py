@@ -67,10 +67,11 @@ class SegmentCache:
     Gives the outputs of running the whole segment through the backbone:
     `prefill` runs the read memory and a segment's tokens at once (slots of
     tokens not generated yet are overwritten when their step comes, and
-    causal attention never reads them before); `enter` starts a new segment
-    with its read memory and first token; `step` runs one token; `write`
-    runs the write block once, after the segment's last token, and its
-    outputs are the next segment's memory.
+    causal attention never reads them before); `step` runs one token;
+    `write` runs the write block once, after the segment's last token, and
+    its outputs are the next segment's memory; `read` starts the next
+    segment in the same cache with that memory (the old segment's slots
+    after it are overwritten before any step attends to them).
 
     Every step is the family's own `call_with_cache` (keras-hub's
     `task_cls`), on embeddings: memory and the backbone's token embeddings.
@@ -108,12 +109,11 @@ class SegmentCache:
         m, length = self.num_memory_tokens, self.segment_length
         return hidden[:, m : m + length], hidden[:, m + length :], cache
 
-    def enter(self, memory, token, cache):
-        """A segment's read memory and first token (batch, 1), from slot 0."""
-        tokens = self.embed(token)
-        joined = ops.concatenate([ops.cast(memory, tokens.dtype), tokens], 1)
-        hidden, cache = self.task.run(joined, cache, 0)
-        return hidden[:, -1], cache
+    def read(self, memory, cache):
+        """The cache of a new segment's read memory, in slots from 0."""
+        memory = ops.cast(memory, self.backbone.compute_dtype)
+        _, cache = self.task.run(memory, cache, 0)
+        return cache
 
     def step(self, token, offset, cache):
         """One token (batch, 1) at segment position `offset`."""
