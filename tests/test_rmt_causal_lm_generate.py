@@ -56,9 +56,10 @@ MORE_DECODERS = {
         keras_hub.models.FalconBackbone, "num_attention_heads"
     ),
     "bloom": _multi_head(keras_hub.models.BloomBackbone),
+    "gpt_neox": _multi_head(keras_hub.models.GPTNeoXBackbone),
 }
-# Not GPT-NeoX: its cached logits differ from recomputing by up to 3e-4
-# already at the first step (torch, TensorFlow), cause not found yet.
+# Not GPT-NeoX: keras-hub's own GPT-NeoX cache is only about 2e-4 close to
+# its full pass (test_gpt_neox_cached_steps_are_as_close_as_keras_hubs_own).
 CACHED_FAMILIES = (
     "gpt2",
     "opt",
@@ -67,7 +68,7 @@ CACHED_FAMILIES = (
     "gemma",
     "qwen3",
     "mixtral",
-    *MORE_DECODERS,
+    *(family for family in MORE_DECODERS if family != "gpt_neox"),
 )
 
 
@@ -98,10 +99,9 @@ LENGTHS = [3, 6]
 TOTAL = 14  # Four segments of 4.
 
 
-@pytest.fixture(scope="module", params=CACHED_FAMILIES)
-def stepped(request):
+def _stepped(family):
     """Greedy steps through the cache, and the logits of one full pass."""
-    causal_lm = _causal_lm(request.param)
+    causal_lm = _causal_lm(family)
     assert causal_lm._segment_cache() is not None
     prompt = random_batch(2, TOTAL, seed=4, lengths=LENGTHS)
     token_ids = prompt["token_ids"].copy()
@@ -125,7 +125,13 @@ def stepped(request):
             {"token_ids": token_ids, "padding_mask": np.ones_like(token_ids)}
         )
     )
-    return np.stack(step_logits, axis=1), full
+    return causal_lm, np.stack(step_logits, axis=1), full
+
+
+@pytest.fixture(scope="module", params=CACHED_FAMILIES)
+def stepped(request):
+    _, step_logits, full = _stepped(request.param)
+    return step_logits, full
 
 
 def test_cached_steps_give_the_logits_of_recomputing(stepped):
@@ -136,6 +142,37 @@ def test_cached_steps_give_the_logits_of_recomputing(stepped):
     np.testing.assert_allclose(
         step_logits, full[:, min(LENGTHS) - 1 : TOTAL - 1], atol=1e-4
     )
+
+
+def _keras_hub_cache_error(backbone, token_ids):
+    """How far keras-hub's own cached steps are from its one full pass."""
+    causal_lm = keras_hub.models.GPTNeoXCausalLM(backbone, preprocessor=None)
+    full = numpy(
+        causal_lm(
+            {"token_ids": token_ids, "padding_mask": np.ones_like(token_ids)}
+        )
+    )
+    _, cache = causal_lm._build_cache(np.zeros_like(token_ids))
+    steps = []
+    for index in range(token_ids.shape[1]):
+        logits, _, cache = causal_lm.call_with_cache(
+            token_ids[:, index : index + 1], cache, index
+        )
+        steps.append(numpy(logits)[:, 0])
+    return np.abs(np.stack(steps, axis=1) - full).max()
+
+
+def test_gpt_neox_cached_steps_are_as_close_as_keras_hubs_own():
+    # keras-hub's GPT-NeoX cached path differs from its own full pass
+    # (GPT-2's by about 1e-8), so the RMT's steps through that code can be
+    # held only to the same closeness. If keras-hub's error drops below
+    # 1e-5, move GPT-NeoX into CACHED_FAMILIES.
+    causal_lm, step_logits, full = _stepped("gpt_neox")
+    token_ids = random_batch(2, TOTAL, seed=4)["token_ids"]
+    upstream = _keras_hub_cache_error(causal_lm.backbone.backbone, token_ids)
+    assert upstream > 1e-5
+    ours = np.abs(step_logits - full[:, min(LENGTHS) - 1 : TOTAL - 1]).max()
+    assert ours <= 4 * upstream
 
 
 @pytest.fixture(scope="module")
