@@ -195,7 +195,17 @@ def test_associative_extrapolation_reads_multiples_of_trained_length(
 
 
 @pytest.mark.backend_independent
-@pytest.mark.parametrize("package", ["keras_rmt.datasets", "tasks"])
+@pytest.mark.parametrize(
+    "package",
+    [
+        f"keras_rmt.{module.name}"
+        for module in pkgutil.iter_modules(
+            [os.path.join(EXAMPLES, "..", "keras_rmt")]
+        )
+        if module.ispkg
+    ]
+    + ["tasks"],
+)
 def test_importing_a_submodule_gives_the_module_not_a_function(package):
     parent = importlib.import_module(package)
     names = [m.name for m in pkgutil.iter_modules(parent.__path__)]

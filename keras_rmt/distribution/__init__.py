@@ -9,7 +9,7 @@ from keras_rmt.distribution.batch_size import (
     data_parallel_size,
 )
 from keras_rmt.distribution.model_parallel import device_mesh, get_layout_map
-from keras_rmt.distribution.pad_to_segments import pad_to_segments
+from keras_rmt.distribution.segment_padding import pad_to_segments
 
 __all__ = [
     "check_batch_size",

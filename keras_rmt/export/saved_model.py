@@ -12,7 +12,7 @@ from functools import partial
 
 import keras
 
-from keras_rmt.export.streaming_model import (
+from keras_rmt.export.streaming import (
     MemoryFeed,
     _named,
     carried_shape,
