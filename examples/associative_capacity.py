@@ -25,6 +25,7 @@ import json
 import os
 import time
 
+import example_common
 import keras
 import keras_hub
 import numpy as np
@@ -101,26 +102,6 @@ def build(kind, config, num_pairs, seed):
     return model
 
 
-class StopAfter(keras.callbacks.Callback):
-    """Stops training after `steps` steps or `seconds` (None: no limit).
-
-    Seconds count from the end of the first step, so compiling is left out.
-    """
-
-    def __init__(self, steps=None, seconds=None):
-        super().__init__()
-        self.max_steps, self.seconds = steps, seconds
-        self.start, self.steps = None, 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.steps += 1
-        if self.start is None:
-            self.start = time.time()
-        out_of_time = self.seconds and time.time() - self.start > self.seconds
-        if out_of_time or self.steps == self.max_steps:
-            self.model.stop_training = True
-
-
 def train(model, config, num_pairs, seed):
     """Fresh rows at every step, for `seconds` of training."""
 
@@ -135,7 +116,7 @@ def train(model, config, num_pairs, seed):
         num_segments=num_pairs + 1,
         seed=seed,
     )
-    stop = StopAfter(config["steps"], config["seconds"])
+    stop = example_common.StopAfter(config["steps"], config["seconds"])
     history = model.fit(
         data, epochs=config["epochs"], callbacks=[stop], verbose=0
     )

@@ -29,6 +29,7 @@ import json
 import os
 import time
 
+import example_common
 import keras
 import keras_hub
 import numpy as np
@@ -110,26 +111,6 @@ def build(kind, config, seed):
     return model
 
 
-class StopAfter(keras.callbacks.Callback):
-    """Stops training after `steps` steps or `seconds` (None: no limit).
-
-    Seconds count from the end of the first step, so compiling is left out.
-    """
-
-    def __init__(self, steps=None, seconds=None):
-        super().__init__()
-        self.max_steps, self.seconds = steps, seconds
-        self.start, self.steps = None, 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.steps += 1
-        if self.start is None:
-            self.start = time.time()
-        out_of_time = self.seconds and time.time() - self.start > self.seconds
-        if out_of_time or self.steps == self.max_steps:
-            self.model.stop_training = True
-
-
 def train(model, config, seed):
     """Curriculum 1 -> `train_segments`, 1 to `num_facts` facts a batch."""
 
@@ -154,7 +135,7 @@ def train(model, config, seed):
         target=0.95,
         patience=3,
     )
-    stop = StopAfter(config["steps"], config["seconds"])
+    stop = example_common.StopAfter(config["steps"], config["seconds"])
     history = model.fit(
         data, epochs=config["epochs"], callbacks=[curriculum, stop], verbose=0
     )

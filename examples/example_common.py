@@ -73,6 +73,26 @@ class TimeBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class StopAfter(keras.callbacks.Callback):
+    """Stops training after `steps` steps or `seconds` (None: no limit).
+
+    Seconds count from the end of the first step, so compiling is left out.
+    """
+
+    def __init__(self, steps=None, seconds=None):
+        super().__init__()
+        self.max_steps, self.seconds = steps, seconds
+        self.start, self.steps = None, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+        if self.start is None:
+            self.start = time.time()
+        out_of_time = self.seconds and time.time() - self.start > self.seconds
+        if out_of_time or self.steps == self.max_steps:
+            self.model.stop_training = True
+
+
 def write(summary, output_dir):
     """Writes `<name>.json` (with where it ran) and `<name>.png`."""
     summary["environment"] = {
