@@ -272,3 +272,52 @@ def test_position_budget_is_segment_plus_memory_tokens():
     )
     with pytest.raises(ValueError, match="Use segment_length <= 30"):
         make_armt("gpt2", segment_length=length + 1)
+
+
+@pytest.fixture(scope="module")
+def mixed_precision_armt():
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        return make_armt("gpt2", segment_length=4)
+    finally:
+        keras.config.set_dtype_policy(policy)
+
+
+def test_mixed_precision_carries_the_state_in_float32(mixed_precision_armt):
+    """A bfloat16 backbone carries, writes and reads the state in float32.
+
+    Summed in bfloat16 over many segments, the matrix and its normalizer
+    drift apart (training at 16 pairs learnt half as fast on a GPU).
+    """
+    armt = mixed_precision_armt
+    ids = random_batch(2, 12, seed=3, lengths=[12, 0])
+    # A value that bfloat16 cannot hold: 1 + 2**-12.
+    state = np.full((2, *armt.state_shape), 1 + 2**-12, "float32")
+    outputs = armt({**ids, "memory": state})
+    dtypes = {
+        name: keras.backend.standardize_dtype(value.dtype)
+        for name, value in outputs.items()
+    }
+    assert dtypes == {"sequence_output": "bfloat16", "memory": "float32"}
+    outputs = numpy(outputs)
+    # The row without tokens keeps its state exactly.
+    np.testing.assert_array_equal(outputs["memory"][1], state[1])
+    assert not np.array_equal(outputs["memory"][0], state[0])
+
+
+def test_mixed_precision_writes_equal_float32_numpy(mixed_precision_armt):
+    layer = mixed_precision_armt.associative_memories[0]
+    rng = np.random.default_rng(1)
+    slots = keras.ops.cast(rng.normal(size=(1, 2, HIDDEN_DIM)), "bfloat16")
+    slots_32 = numpy(keras.ops.cast(slots, "float32"))
+    A = rng.normal(size=(1, layer.key_features, HIDDEN_DIM)) * 0.1
+    z = rng.uniform(0.5, 1.0, size=(1, layer.key_features))
+    matrix, normalizer = numpy(
+        layer.write(slots, A.astype("float32"), z.astype("float32"))
+    )
+    expected_A, expected_z = np_write(
+        slots_32[0], A[0], z[0], layer_weights(layer), layer.nu
+    )
+    np.testing.assert_allclose(matrix[0], expected_A, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(normalizer[0], expected_z, rtol=1e-5)

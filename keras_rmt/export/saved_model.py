@@ -198,7 +198,7 @@ def _saveable(tf, model):
     segment_specs = {
         **specs,
         "memory": keras.KerasTensor(
-            (None, *carried_shape(rmt)), rmt.compute_dtype
+            (None, *carried_shape(rmt)), rmt.memory_dtype
         ),
     }
     archive = keras.export.ExportArchive()
@@ -214,7 +214,7 @@ def _saveable(tf, model):
     root = tf.Module()
     root.model_variables = list(archive.variables)
     root.initial_memory_value = tf.Variable(
-        initial.astype(rmt.compute_dtype), trainable=False, name="memory"
+        initial.astype(rmt.memory_dtype), trainable=False, name="memory"
     )
     # Attributes of the loaded object, and the `metadata` signature.
     described = metadata(model)

@@ -98,7 +98,7 @@ def streaming_model(model, memory_input=True):
     if memory_input:
         memory = keras.Input(
             carried_shape(rmt),
-            dtype=rmt.compute_dtype,
+            dtype=rmt.memory_dtype,
             name="memory",
         )
     feed = MemoryFeed(rmt, memory)

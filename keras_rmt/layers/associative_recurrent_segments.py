@@ -136,7 +136,7 @@ class AssociativeRecurrentSegments(RecurrentSegments):
                 nu=nu,
                 correction=correction,
                 name=f"associative_memory_{index}",
-                dtype=self.dtype_policy,
+                dtype=self.memory_dtype,
             )
             layer.build((None, None, self.hidden_dim))
             self.associative_memories.append(layer)
@@ -154,7 +154,25 @@ class AssociativeRecurrentSegments(RecurrentSegments):
 
     def initial_state(self, batch_size):
         """An empty associative state for `batch_size` rows."""
-        return ops.zeros((batch_size, *self.state_shape), self.compute_dtype)
+        return ops.zeros((batch_size, *self.state_shape), self.memory_dtype)
+
+    @property
+    def memory_dtype(self):
+        """The associative state's dtype: the variables' (float32 under
+        mixed precision).
+
+        The state sums the writes of every segment so far; rounded to
+        bfloat16 at each segment, the matrix and its normalizer drift apart
+        and the delta rule no longer cancels what it has stored. The
+        associative memories compute in this dtype too, and their reads are
+        cast to the blocks' dtype.
+        """
+        return self.variable_dtype
+
+    @property
+    def input_dtype(self):
+        # The only floating input is the state: keep it unrounded.
+        return self.memory_dtype
 
     def _split_state(self, state):
         layers = len(self._blocks)
@@ -238,12 +256,13 @@ class AssociativeRecurrentSegments(RecurrentSegments):
 
     def compute_output_spec(self, inputs, training=None):
         batch, length = inputs["token_ids"].shape
-        dtype = self.compute_dtype
         return {
             "sequence_output": keras.KerasTensor(
-                (batch, length, self.hidden_dim), dtype
+                (batch, length, self.hidden_dim), self.compute_dtype
             ),
-            "memory": keras.KerasTensor((batch, *self.state_shape), dtype),
+            "memory": keras.KerasTensor(
+                (batch, *self.state_shape), self.memory_dtype
+            ),
         }
 
     def get_config(self):

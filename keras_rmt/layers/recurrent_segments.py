@@ -426,12 +426,17 @@ class RecurrentSegments(keras.layers.Layer):
         )
         return {"sequence_output": sequence_output, "memory": last["memory"]}
 
+    @property
+    def memory_dtype(self):
+        """The dtype of the carried memory: the backbone's compute dtype."""
+        return self._body.compute_dtype
+
     def _start_memory(self, token_ids, memory):
-        """The memory given, else the learned one, in the compute dtype."""
+        """The memory given, else the learned one, in `memory_dtype`."""
         if memory is None:
             batch = ops.shape(token_ids)[0]
             memory = self.memory(ops.zeros((batch, 1, self.hidden_dim)))
-        return ops.cast(memory, self._body.compute_dtype)
+        return ops.cast(memory, self.memory_dtype)
 
     def _aligned_streams(self, token_ids, padding_mask, extras):
         length = ops.shape(token_ids)[1]

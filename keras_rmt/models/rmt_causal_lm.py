@@ -406,9 +406,7 @@ class RMTCausalLM(TokenDatasetFit, SavedModelExport, keras_hub.models.CausalLM):
         current = ops.maximum(index - 1, 0) // length
         if memory is None:
             memory = self._initial_memory(batch)
-        memory = ops.cast(
-            memory, self.backbone.recurrent_segments.compute_dtype
-        )
+        memory = ops.cast(memory, self.backbone.recurrent_segments.memory_dtype)
         padded = ops.concatenate(
             [token_ids, ops.zeros((batch, length), token_ids.dtype)], axis=1
         )
@@ -587,7 +585,7 @@ class RMTCausalLM(TokenDatasetFit, SavedModelExport, keras_hub.models.CausalLM):
             return self.backbone.recurrent_segments.initial_state(batch)
         hidden = ops.zeros((batch, 1, self.backbone.hidden_dim))
         memory = self.backbone.memory(hidden)
-        return ops.cast(memory, self.backbone.recurrent_segments.compute_dtype)
+        return ops.cast(memory, self.backbone.recurrent_segments.memory_dtype)
 
     # === Scoring ===
 
