@@ -6,16 +6,16 @@ import sys
 import keras
 import keras_hub
 import numpy as np
-from keras_hub.src.utils.preset_utils import (
+
+from keras_rmt.utils import segment_packing
+from keras_rmt.utils.checks import check_positive_integer
+from keras_rmt.utils.keras_hub_internals import (
     PREPROCESSOR_CONFIG_FILE,
     TOKENIZER_CONFIG_FILE,
     check_file_exists,
     get_preset_loader,
     load_json,
 )
-
-from keras_rmt.utils import segment_packing
-from keras_rmt.utils.checks import check_positive_integer
 
 
 def _short_repr(x, limit=200):
