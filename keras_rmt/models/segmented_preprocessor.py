@@ -1,4 +1,9 @@
-"""What the RMT preprocessors share: strings in, whole segments out."""
+"""What the RMT preprocessors share: strings in, whole segments out.
+
+Input-pipeline code, like keras-hub's own preprocessors: eager calls run in
+NumPy, and inside `tf.data` the same packing runs in TensorFlow, whatever
+the Keras backend (see `keras_rmt/backend/__init__.py`).
+"""
 
 import os
 import sys
