@@ -8,10 +8,10 @@ demo: install-demo
 	$(PYTHON) examples/first_token_recall.py --output-dir demo_output
 
 install-demo:
-	$(PYTHON) -m pip install -q -e ".[tensorflow,demo]"
+	$(PYTHON) -m pip install -q -e ".[tensorflow,examples]"
 
 install-test:
-	$(PYTHON) -m pip install -q -e ".[tensorflow,jax,torch,test,demo]"
+	$(PYTHON) -m pip install -q -e ".[tensorflow,jax,torch,test,examples]"
 
 lint:
 	$(PYTHON) -m ruff check keras_rmt tests examples benchmarks

@@ -8,7 +8,7 @@ from keras.src import ops as src_ops
 from keras_hub.src.models.gemma import gemma_attention
 
 import keras_rmt
-from keras_rmt.backbones.inference_attention import fuse_attention_at_inference
+from keras_rmt.adapters.inference_attention import fuse_attention_at_inference
 
 SEGMENTS = 2
 SEGMENT_LENGTH = 4

@@ -207,6 +207,21 @@ def test_generation_stops_after_a_stop_token(generation):
     )
 
 
+def test_generation_stops_at_the_first_of_several_stop_tokens(generation):
+    causal_lm, prompt, expected, _ = generation
+    causal_lm.compile(sampler="greedy")
+    stops = {int(expected[0, 7]), int(expected[1, 9])}
+    got = numpy(causal_lm.generate(prompt, stop_token_ids=sorted(stops)))
+    for row, length in enumerate([3, 6]):
+        generated = list(expected[row, length:])
+        ends = [i for i, token in enumerate(generated) if token in stops]
+        kept = length + ends[0] + 1 if ends else len(expected[row])
+        assert got["padding_mask"][row].sum() == kept, row
+        np.testing.assert_array_equal(
+            got["token_ids"][row, :kept], expected[row, :kept]
+        )
+
+
 def test_train_memory_only_changes_memory_and_nothing_else():
     causal_lm = keras_rmt.models.RMTCausalLM(
         make_rmt_backbone("gpt2", train_memory_only=True)

@@ -1,7 +1,9 @@
 """Helpers for training keras-rmt models on many devices.
 
-The only package, with `export`, that reads the backend: `keras.distribution`
-is used on JAX and `tf.distribute` on TensorFlow.
+Backend-specific by its nature (see `keras_rmt/backend/__init__.py`):
+`keras.distribution` device meshes on JAX, `tf.distribute` strategies on
+TensorFlow. `pad_to_segments` is input-pipeline code and, like keras-hub's
+preprocessors, uses `tf.data` on every backend.
 """
 
 from keras_rmt.distribution.batch_size import (

@@ -1,4 +1,8 @@
-"""Padding to whole segments in a `tf.data` input pipeline."""
+"""Padding to whole segments in a `tf.data` input pipeline.
+
+Input-pipeline code: it uses TensorFlow on every Keras backend, as
+keras-hub's preprocessors do.
+"""
 
 from keras_rmt.utils.checks import check_positive_integer
 

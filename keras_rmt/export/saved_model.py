@@ -1,8 +1,8 @@
 """Writing an RMT model as a TF SavedModel, for whole inputs and streams.
 
-The one module of keras-rmt that imports TensorFlow: SavedModels are
-TensorFlow graphs, written from Keras on the TensorFlow backend directly and
-from JAX through `jax2tf`.
+Backend-specific by its nature (see `keras_rmt/backend/__init__.py`):
+SavedModels are TensorFlow graphs, written from Keras on the TensorFlow
+backend directly and from JAX through `jax2tf`.
 """
 
 import os

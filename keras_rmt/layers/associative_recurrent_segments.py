@@ -1,8 +1,8 @@
 import keras
 from keras import ops
 
-from keras_rmt.backbones.decoder_blocks import DecoderBlocks
-from keras_rmt.backbones.memory_layout import WriteOnlyLayout
+from keras_rmt.adapters.decoder_blocks import DecoderBlocks
+from keras_rmt.adapters.memory_layout import WriteOnlyLayout
 from keras_rmt.layers.associative_memory import AssociativeMemory
 from keras_rmt.layers.recurrent_segments import RecurrentSegments
 

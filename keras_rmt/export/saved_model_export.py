@@ -1,3 +1,8 @@
+"""The `export()` method of the RMT tasks and of `RMTBackbone`."""
+
+from keras_rmt.export.saved_model import export_task
+
+
 class SavedModelExport:
     """Gives a task or backbone keras-rmt's SavedModel as its `export()`."""
 
@@ -10,7 +15,4 @@ class SavedModelExport:
         existing export: see `keras_rmt.export.export_saved_model`. Other
         formats go to `keras.Model.export`.
         """
-        # Imported here: the export module reads the backend's own API.
-        from keras_rmt.export.saved_model import export_task
-
         return export_task(self, filepath, format, verbose, **kwargs)

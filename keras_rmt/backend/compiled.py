@@ -1,8 +1,9 @@
 """Compiling a function of a layer's weights once, on each backend.
 
-The only backend-specific code of the layers: Keras has no public way to
-compile a function outside a `Model`, and `Model.predict_on_batch` would
-bring every segment's outputs back to the host.
+The one place where the layers call a backend's own API (`jax.jit`,
+`tf.function`, `torch.no_grad`): Keras has no public way to compile a
+function outside a `Model`, and `Model.predict_on_batch` would bring every
+segment's outputs back to the host.
 """
 
 import keras

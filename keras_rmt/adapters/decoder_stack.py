@@ -2,9 +2,7 @@
 
 import keras
 
-
-def _first_argument(layer):
-    return layer._inbound_nodes[0].arguments.args[0]
+from keras_rmt.utils.keras_hub_internals import first_call_arguments
 
 
 class TransformerDecoderStack:
@@ -37,7 +35,7 @@ class TransformerDecoderStack:
                 f"Received: backbone={type(backbone).__name__}"
             )
         self.blocks = blocks
-        first_input = _first_argument(blocks[0])
+        first_input = first_call_arguments(blocks[0]).args[0]
         self.before_blocks = (
             None
             if first_input is body.split_tensor

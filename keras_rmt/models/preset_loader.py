@@ -1,19 +1,19 @@
-"""Building RMT tasks from presets: RMT presets and plain keras-hub ones."""
+"""Loading RMT tasks from presets: RMT presets and plain keras-hub ones."""
 
 import keras_hub
-from keras_hub.src.utils.preset_utils import (
-    TASK_CONFIG_FILE,
-    check_config_class,
-    check_file_exists,
-    get_preset_loader,
-    load_json,
-)
 
 from keras_rmt.models.rmt_backbone import (
     RMTBackbone,
     check_no_rmt_kwargs,
     check_required_rmt_kwargs,
     split_rmt_kwargs,
+)
+from keras_rmt.utils.keras_hub_internals import (
+    TASK_CONFIG_FILE,
+    check_config_class,
+    check_file_exists,
+    get_preset_loader,
+    load_json,
 )
 
 

@@ -5,6 +5,8 @@ import inspect
 
 import keras
 
+from keras_rmt.utils.keras_hub_internals import sublayers
+
 
 def _rate_attribute(layer):
     """The attribute whose dropout rate keeps `layer` off the fused path."""
@@ -44,7 +46,7 @@ def fuse_attention_at_inference(backbone):
         backbone: `keras.layers.Layer`. Its attention layers are found among
             all its sublayers.
     """
-    for layer in backbone._flatten_layers(include_self=False):
+    for layer in sublayers(backbone):
         attribute = _rate_attribute(layer)
         if attribute is None or not getattr(layer, attribute):
             continue

@@ -2,9 +2,7 @@
 
 import keras
 
-
-def _first_argument(layer):
-    return layer._inbound_nodes[0].arguments.args[0]
+from keras_rmt.utils.keras_hub_internals import first_call_arguments
 
 
 class DecoderBlocks:
@@ -37,7 +35,7 @@ class DecoderBlocks:
             )
         padding_mask = backbone.input["padding_mask"]
         try:
-            inputs = [_first_argument(block) for block in blocks]
+            inputs = [first_call_arguments(b).args[0] for b in blocks]
             self.before_blocks = _piece(body.split_tensor, inputs[0])
             self.blocks = [_block_call(b, padding_mask) for b in blocks]
             self.between_blocks = [
@@ -85,7 +83,7 @@ def _block_call(block, padding_mask):
     input may be a tensor that no model input can stand for (Gemma's is
     marked sparse, which torch refuses).
     """
-    arguments = block._inbound_nodes[0].arguments
+    arguments = first_call_arguments(block)
     tensors = [*arguments.args[1:], *arguments.kwargs.values()]
     if any(
         isinstance(t, keras.KerasTensor) and t is not padding_mask
