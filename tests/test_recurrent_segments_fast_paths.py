@@ -159,36 +159,108 @@ def test_infer_traces_one_segment_for_every_length(monkeypatch):
     assert len(traced) == expected
 
 
-def test_scan_gives_the_numbers_of_the_unrolled_loop(dropout_batch, request):
-    if BACKEND == "tensorflow":
-        with pytest.raises(ValueError, match="segment_loop='scan'"):
-            _dropout_rmt(segment_loop="scan")
-        return
-    plain, plain_grad = request.getfixturevalue("unrolled_reference")
-    scanned, scanned_grad = _outputs_and_gradient(
-        _dropout_rmt(segment_loop="scan"), dropout_batch
-    )
+# Every loop of `call` against the unrolled Python loop, dropout on:
+# (segment_loop, scan_unroll, remat). The batch has 3 segments, so
+# `scan_unroll=2` runs one iteration of 2 segments and 1 left over, and 4
+# traces more than there are.
+LOOPS = [
+    ("scan", 1, False),
+    ("scan", 2, False),
+    ("scan", 4, False),
+    ("scan", 2, True),
+    ("unrolled", 1, True),
+    ("auto", 1, False),
+]
+# float32 numbers computed in another order.
+LOOP_TOLERANCE = {"rtol": 1e-6, "atol": 1e-6}
+
+
+def _assert_same_numbers(got, expected):
+    (outputs, grad), (expected_outputs, expected_grad) = got, expected
     for key in ("sequence_output", "memory"):
-        np.testing.assert_allclose(scanned[key], plain[key], **TOLERANCE)
-    np.testing.assert_allclose(scanned_grad, plain_grad, rtol=1e-5, atol=1e-3)
-
-
-@pytest.mark.parametrize("segment_loop", ["unrolled", "auto"])
-def test_remat_gives_the_gradients_of_the_plain_loop(
-    segment_loop, dropout_batch, request
-):
-    if BACKEND == "tensorflow":
-        with pytest.raises(ValueError, match="`remat=True` is not available"):
-            _dropout_rmt(segment_loop=segment_loop, remat=True)
-        return
-    plain, plain_grad = request.getfixturevalue("unrolled_reference")
-    remat, remat_grad = _outputs_and_gradient(
-        _dropout_rmt(segment_loop=segment_loop, remat=True), dropout_batch
-    )
+        np.testing.assert_allclose(
+            outputs[key], expected_outputs[key], **LOOP_TOLERANCE
+        )
+    # Relative to the gradient's scale: its entries reach about 1e3.
+    scale = np.max(np.abs(expected_grad))
     np.testing.assert_allclose(
-        remat["sequence_output"], plain["sequence_output"], **TOLERANCE
+        grad / scale, expected_grad / scale, **LOOP_TOLERANCE
     )
-    np.testing.assert_allclose(remat_grad, plain_grad, rtol=1e-5, atol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def truncated_reference(dropout_batch):
+    """As `unrolled_reference`, with `bptt_depth=1`."""
+    return _outputs_and_gradient(
+        _dropout_rmt(segment_loop="unrolled", bptt_depth=1), dropout_batch
+    )
+
+
+def test_truncation_changes_the_reference_gradient(
+    unrolled_reference, truncated_reference
+):
+    # Else the truncated cases below could not tell truncation from none.
+    full, truncated = unrolled_reference[1], truncated_reference[1]
+    assert np.max(np.abs(full - truncated)) > 1e-2 * np.max(np.abs(full))
+
+
+@pytest.mark.parametrize("bptt_depth", [None, 1])
+@pytest.mark.parametrize("segment_loop, scan_unroll, remat", LOOPS)
+def test_every_loop_gives_the_numbers_of_the_unrolled_loop(
+    segment_loop, scan_unroll, remat, bptt_depth, dropout_batch, request
+):
+    options = dict(
+        segment_loop=segment_loop,
+        scan_unroll=scan_unroll,
+        remat=remat,
+        bptt_depth=bptt_depth,
+    )
+    if BACKEND == "tensorflow" and (segment_loop == "scan" or remat):
+        with pytest.raises(ValueError, match="not available on the Tensor"):
+            _dropout_rmt(**options)
+        return
+    reference = "unrolled" if bptt_depth is None else "truncated"
+    expected = request.getfixturevalue(f"{reference}_reference")
+    got = _outputs_and_gradient(_dropout_rmt(**options), dropout_batch)
+    _assert_same_numbers(got, expected)
+
+
+@pytest.mark.skipif(
+    BACKEND != "tensorflow",
+    reason="Only TensorFlow traces graphs before the length is known",
+)
+@pytest.mark.parametrize("bptt_depth", [None, 1])
+def test_the_graph_scan_gives_the_numbers_of_the_unrolled_loop(
+    bptt_depth, dropout_batch, request
+):
+    import tensorflow as tf
+
+    rmt = _dropout_rmt(bptt_depth=bptt_depth)
+    table = rmt.backbone.token_embedding.embeddings
+    spec = tf.TensorSpec((None, None), tf.int32)
+
+    @tf.function(input_signature=[{"token_ids": spec, "padding_mask": spec}])
+    def outputs_and_gradient(inputs):
+        outputs = rmt(inputs, training=True)
+        with tf.GradientTape() as tape:
+            output = rmt(inputs, training=True)["sequence_output"]
+            loss = tf.reduce_sum(output * tf.range(HIDDEN_DIM, dtype="float32"))
+        return outputs, tape.gradient(loss, table.value)
+
+    outputs, grad = outputs_and_gradient(dropout_batch)
+    reference = "unrolled" if bptt_depth is None else "truncated"
+    expected = request.getfixturevalue(f"{reference}_reference")
+    _assert_same_numbers((numpy(outputs), np.asarray(grad)), expected)
+
+
+def test_scan_unroll_is_checked():
+    with pytest.raises(ValueError, match="Received: scan_unroll=0"):
+        make_rmt("gpt2", scan_unroll=0)
+    with pytest.raises(
+        ValueError,
+        match="Received: scan_unroll=2, segment_loop='auto'",
+    ):
+        make_rmt("gpt2", scan_unroll=2)
 
 
 def _fit_losses(rmt, length=8, epochs=2, run_eagerly=None):
