@@ -16,8 +16,8 @@ in how it is traced:
 
 `choose_loop` picks one from the layer's `segment_loop`, the backend,
 whether the segment count is known and, for `"auto"`, the `AUTO_LOOPS`
-table. For inference (`infer`, `stream`),
-`compiled_steps` runs the same step compiled once, segment by segment.
+table. For inference (`infer`, `stream`), `compiled_steps` runs the same
+step compiled once, segment by segment.
 Losses the backbone adds inside a stateless step or a scan (`add_loss`,
 e.g. MoE routers) are collected and added to the layer once per call.
 """
@@ -31,14 +31,16 @@ from keras_rmt.utils.compiled_step import compile_for_inference
 SEGMENT_LOOPS = ("auto", "unrolled", "scan")
 
 # What `segment_loop="auto"` runs over a known number of segments: the first
-# row whose backend (None: any), training flag (None: either) and smallest
+# row whose backend (None: any), training flag (None: either) and least
 # segment count match gives the loop and the segments each scan iteration
-# traces. One segment is never looped. The measurements behind each row are
-# in benchmarks/README.md ("Segment loops"); `benchmarks/gpu_segment_loops.sh`
-# measures the candidates.
+# traces. One segment is never looped. The rule: the fastest loop whose first
+# call stays within 40 s. The measurements behind each row are in
+# benchmarks/README.md ("What `segment_loop="auto"` runs");
+# `benchmarks/gpu_segment_loops.sh` measures the candidates on a GPU.
 AUTO_LOOPS = (
-    # backend, training, from segments, loop, scan_unroll
-    # JAX: the first call stays short whatever the segment count.
+    # backend, training, least segments, loop, scan_unroll
+    # JAX (H200, GPT-2-small, 8 segments): the unrolled loop is faster but
+    # its first call takes 54-119 s; 2 or 4 segments an iteration gain 1%.
     ("jax", None, 2, "scan", 1),
     # TensorFlow cannot differentiate its scan through keras-hub layers
     # under XLA; torch runs any loop eagerly, one segment after another.
