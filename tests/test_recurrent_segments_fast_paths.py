@@ -19,6 +19,7 @@ from conftest import (
 )
 
 import keras_rmt
+from keras_rmt.layers import segment_loops
 
 BACKEND = keras.backend.backend()
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
@@ -259,6 +260,27 @@ def test_the_graph_scan_gives_the_numbers_of_the_unrolled_loop(
     reference = "unrolled" if bptt_depth is None else "truncated"
     expected = request.getfixturevalue(f"{reference}_reference")
     _assert_same_numbers((numpy(outputs), np.asarray(grad)), expected)
+
+
+def test_auto_runs_what_its_table_says(monkeypatch):
+    rmt = make_rmt("gpt2")
+    choose = segment_loops.choose_loop
+    # Today's table: a scan on JAX, the unrolled loop elsewhere.
+    expected = ("scan", 1) if BACKEND == "jax" else ("unrolled", 1)
+    assert choose(rmt, 8, training=True) == expected
+    assert choose(rmt, 1, training=True) == ("unrolled", 1)
+    table = (
+        (BACKEND, True, 3, "scan", 2),
+        ("another backend", None, 2, "scan", 4),
+        (None, None, 2, "unrolled", 1),
+    )
+    monkeypatch.setattr(segment_loops, "AUTO_LOOPS", table)
+    assert choose(rmt, 3, training=True) == ("scan", 2)
+    assert choose(rmt, 3, training=False) == ("unrolled", 1)
+    assert choose(rmt, 2, training=True) == ("unrolled", 1)
+    # The layer's own choice is not the table's.
+    unrolled = make_rmt("gpt2", segment_loop="unrolled")
+    assert choose(unrolled, 3, training=True) == ("unrolled", 1)
 
 
 def test_scan_unroll_is_checked():
