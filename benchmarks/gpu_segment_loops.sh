@@ -94,15 +94,16 @@ lane() {
     # --child: run.py measures in this process, which `timeout` can stop.
     CUDA_VISIBLE_DEVICES=$gpu timeout "$limit" python benchmarks/run.py \
       "$size" --child rmt_train --kinds rmt_train --seconds "$seconds" \
-      --log "$rows" $args 2>&1 | grep "^{"
-    if (( ${PIPESTATUS[0]} == 124 )); then
-      note "$args" "stopped after ${limit} s (first call included)"
-    fi
+      --log "$rows" $args > "$out/.lane$gpu" 2>&1
+    grep "^{" "$out/.lane$gpu" || {
+      tail -n 3 "$out/.lane$gpu"
+      note "$args" "no result within ${limit} s (first call included)"
+    }
   done
 }
 for (( gpu = 0; gpu < lanes; gpu++ )); do lane "$gpu" & done
 wait
-rm -f "$queue"
+rm -f "$queue" "$out"/.lane*
 
 python - "$rows" <<'EOF'
 import json
