@@ -35,14 +35,14 @@ timeout 60 python benchmarks/reference.py --segments 8 --dropout 0 \
 one 110 --kinds rmt_train --train-segments 8 --dropout 0.1
 one 90 --kinds rmt_train --train-segments 8 --dropout 0
 # Target 4 candidates: a partially unrolled scan.
-one 110 --kinds rmt_train --train-segments 8 --dropout 0 --scan-unroll 2
-one 110 --kinds rmt_train --train-segments 8 --dropout 0.1 --scan-unroll 2
+one 110 --kinds rmt_train --train-segments 8 --dropout 0 --segment-loop scan --scan-unroll 2
+one 110 --kinds rmt_train --train-segments 8 --dropout 0.1 --segment-loop scan --scan-unroll 2
 fi
 if [[ ${PART:-1} == 2 ]]; then
   # Second call: where training with dropout 0.1 loses its time.
   one 100 --kinds rmt_train --train-segments 8 --dropout 0.1 --no-attention-dropout
   one 100 --kinds rmt_train --train-segments 8 --dropout 0.1 --remat
-  one 100 --kinds rmt_train --train-segments 8 --dropout 0 --scan-unroll 4
+  one 100 --kinds rmt_train --train-segments 8 --dropout 0 --segment-loop scan --scan-unroll 4
   one 150 --kinds rmt_train --train-segments 1,32 --dropout 0.1 --remat
 fi
 echo "done at ${SECONDS}s"

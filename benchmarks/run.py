@@ -86,14 +86,6 @@ def _setup(config):
         from keras_rmt.layers import recurrent_segments
 
         recurrent_segments.fuse_attention_at_inference = lambda backbone: None
-    if config.get("scan_unroll"):
-        # A candidate loop, measured without a library option: the scan over
-        # segments with `unroll` iterations traced together.
-        import functools
-
-        keras.ops.scan = functools.partial(
-            keras.ops.scan, unroll=config["scan_unroll"]
-        )
     if config.get("data_parallel"):
         import jax
 
@@ -142,6 +134,7 @@ def _rmt(config):
         segment_length=config["segment_length"],
         segment_loop=config["segment_loop"],
         remat=config["remat"],
+        scan_unroll=config["scan_unroll"],
         **options,
     )
 
@@ -234,6 +227,8 @@ def _run_kind(kind, config):
     keras = _setup(config)
     import jax
 
+    from keras_rmt.layers.segment_loops import choose_loop
+
     B, L = config["batch_size"], config["segment_length"]
     scale = config.get("data_parallel") or 1
     B = B * scale
@@ -295,6 +290,11 @@ def _run_kind(kind, config):
             else:
                 if kind == "rmt_train":
                     body, shape = rmt, (B, count * L)
+                    # What `segment_loop` ran at this count ("auto": its
+                    # table's choice).
+                    row["loop"], row["loop_unroll"] = choose_loop(
+                        rmt, count, training=True
+                    )
                 elif kind in ("backbone_train", "segment_train"):
                     body, shape = bare, (B * count, L)
                 else:
@@ -419,8 +419,9 @@ def _parse():
     parser.add_argument(
         "--scan-unroll",
         type=int,
-        default=0,
-        help="segments traced together in each iteration of the scan",
+        default=1,
+        help="with --segment-loop scan: segments traced together in each "
+        "iteration of the scan (the layer's `scan_unroll`)",
     )
     parser.add_argument(
         "--triton-gemm",

@@ -13,13 +13,13 @@ import pytest
 from conftest import (
     HIDDEN_DIM,
     VOCABULARY_SIZE,
-    gradient,
     make_rmt,
     numpy,
     random_batch,
 )
 
 import keras_rmt
+from keras_rmt.layers import segment_loops
 
 BACKEND = keras.backend.backend()
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
@@ -44,29 +44,40 @@ def _dropout_rmt(**kwargs):
     )
 
 
-def _gradient(loss_fn, variable):
-    if BACKEND != "jax":
-        return gradient(loss_fn, variable)
-    import jax
-
-    # Compiled: op-by-op JAX runs the unrolled loop slowly.
-    def loss_of(value):
-        with keras.StatelessScope(state_mapping=[(variable, value)]):
-            return loss_fn()
-
-    return np.asarray(jax.jit(jax.grad(loss_of))(variable.value))
-
-
 def _outputs_and_gradient(rmt, batch):
-    """Training-mode outputs and d(loss)/d(token table), dropout on."""
-    outputs = numpy(rmt(batch, training=True))
+    """Training-mode outputs and d(loss)/d(token table), dropout on.
 
-    def loss():
-        output = rmt(batch, training=True)["sequence_output"]
-        weights = keras.ops.arange(HIDDEN_DIM, dtype="float32")
-        return keras.ops.sum(output * weights)
+    Both from one call, so that each loop is traced once.
+    """
+    table = rmt.backbone.token_embedding.embeddings
+    weights = keras.ops.arange(HIDDEN_DIM, dtype="float32")
 
-    return outputs, _gradient(loss, rmt.backbone.token_embedding.embeddings)
+    def loss_and_outputs():
+        outputs = rmt(batch, training=True)
+        loss = keras.ops.sum(outputs["sequence_output"] * weights)
+        return loss, outputs
+
+    if BACKEND == "jax":
+        import jax
+
+        def loss_of(value):
+            with keras.StatelessScope(state_mapping=[(table, value)]):
+                return loss_and_outputs()
+
+        # Compiled: op-by-op JAX runs the unrolled loop slowly.
+        grad, outputs = jax.jit(jax.grad(loss_of, has_aux=True))(table.value)
+    elif BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss, outputs = loss_and_outputs()
+        grad = tape.gradient(loss, table.value)
+    else:
+        table.value.grad = None
+        loss, outputs = loss_and_outputs()
+        loss.backward()
+        grad = table.value.grad
+    return numpy(outputs), keras.ops.convert_to_numpy(grad)
 
 
 @pytest.fixture(scope="module")
@@ -159,36 +170,127 @@ def test_infer_traces_one_segment_for_every_length(monkeypatch):
     assert len(traced) == expected
 
 
-def test_scan_gives_the_numbers_of_the_unrolled_loop(dropout_batch, request):
-    if BACKEND == "tensorflow":
-        with pytest.raises(ValueError, match="segment_loop='scan'"):
-            _dropout_rmt(segment_loop="scan")
-        return
-    plain, plain_grad = request.getfixturevalue("unrolled_reference")
-    scanned, scanned_grad = _outputs_and_gradient(
-        _dropout_rmt(segment_loop="scan"), dropout_batch
-    )
+# Every loop of `call` against the unrolled Python loop, dropout on:
+# (segment_loop, scan_unroll, remat). The batch has 3 segments, so
+# `scan_unroll=2` runs one iteration of 2 segments and 1 left over.
+# `"auto"` is one of these (`choose_loop`).
+LOOPS = [
+    ("scan", 1, False),
+    ("scan", 2, False),
+    ("scan", 2, True),
+    ("unrolled", 1, True),
+]
+# float32 numbers computed in another order.
+LOOP_TOLERANCE = {"rtol": 1e-6, "atol": 1e-6}
+
+
+def _assert_same_numbers(got, expected):
+    (outputs, grad), (expected_outputs, expected_grad) = got, expected
     for key in ("sequence_output", "memory"):
-        np.testing.assert_allclose(scanned[key], plain[key], **TOLERANCE)
-    np.testing.assert_allclose(scanned_grad, plain_grad, rtol=1e-5, atol=1e-3)
-
-
-@pytest.mark.parametrize("segment_loop", ["unrolled", "auto"])
-def test_remat_gives_the_gradients_of_the_plain_loop(
-    segment_loop, dropout_batch, request
-):
-    if BACKEND == "tensorflow":
-        with pytest.raises(ValueError, match="`remat=True` is not available"):
-            _dropout_rmt(segment_loop=segment_loop, remat=True)
-        return
-    plain, plain_grad = request.getfixturevalue("unrolled_reference")
-    remat, remat_grad = _outputs_and_gradient(
-        _dropout_rmt(segment_loop=segment_loop, remat=True), dropout_batch
-    )
+        np.testing.assert_allclose(
+            outputs[key], expected_outputs[key], **LOOP_TOLERANCE
+        )
+    # Relative to the gradient's largest entry (about 1e3).
+    scale = np.max(np.abs(expected_grad))
     np.testing.assert_allclose(
-        remat["sequence_output"], plain["sequence_output"], **TOLERANCE
+        grad / scale, expected_grad / scale, **LOOP_TOLERANCE
     )
-    np.testing.assert_allclose(remat_grad, plain_grad, rtol=1e-5, atol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def truncated_reference(dropout_batch):
+    """As `unrolled_reference`, with `bptt_depth=1`."""
+    return _outputs_and_gradient(
+        _dropout_rmt(segment_loop="unrolled", bptt_depth=1), dropout_batch
+    )
+
+
+def test_truncation_changes_the_reference_gradient(
+    unrolled_reference, truncated_reference
+):
+    # Else the truncated cases below could not tell truncation from none.
+    full, truncated = unrolled_reference[1], truncated_reference[1]
+    assert np.max(np.abs(full - truncated)) > 1e-4 * np.max(np.abs(full))
+
+
+@pytest.mark.parametrize("bptt_depth", [None, 1])
+@pytest.mark.parametrize("segment_loop, scan_unroll, remat", LOOPS)
+def test_every_loop_gives_the_numbers_of_the_unrolled_loop(
+    segment_loop, scan_unroll, remat, bptt_depth, dropout_batch, request
+):
+    options = dict(
+        segment_loop=segment_loop,
+        scan_unroll=scan_unroll,
+        remat=remat,
+        bptt_depth=bptt_depth,
+    )
+    if BACKEND == "tensorflow" and (segment_loop == "scan" or remat):
+        with pytest.raises(ValueError, match="not available on the Tensor"):
+            _dropout_rmt(**options)
+        return
+    reference = "unrolled" if bptt_depth is None else "truncated"
+    expected = request.getfixturevalue(f"{reference}_reference")
+    got = _outputs_and_gradient(_dropout_rmt(**options), dropout_batch)
+    _assert_same_numbers(got, expected)
+
+
+@pytest.mark.skipif(
+    BACKEND != "tensorflow",
+    reason="Only TensorFlow traces graphs before the length is known",
+)
+@pytest.mark.parametrize("bptt_depth", [None, 1])
+def test_the_graph_scan_gives_the_numbers_of_the_unrolled_loop(
+    bptt_depth, dropout_batch, request
+):
+    import tensorflow as tf
+
+    rmt = _dropout_rmt(bptt_depth=bptt_depth)
+    table = rmt.backbone.token_embedding.embeddings
+    spec = tf.TensorSpec((None, None), tf.int32)
+
+    @tf.function(input_signature=[{"token_ids": spec, "padding_mask": spec}])
+    def outputs_and_gradient(inputs):
+        with tf.GradientTape() as tape:
+            outputs = rmt(inputs, training=True)
+            weights = tf.range(HIDDEN_DIM, dtype="float32")
+            loss = tf.reduce_sum(outputs["sequence_output"] * weights)
+        return outputs, tape.gradient(loss, table.value)
+
+    outputs, grad = outputs_and_gradient(dropout_batch)
+    reference = "unrolled" if bptt_depth is None else "truncated"
+    expected = request.getfixturevalue(f"{reference}_reference")
+    _assert_same_numbers((numpy(outputs), np.asarray(grad)), expected)
+
+
+def test_auto_runs_what_its_table_says(monkeypatch):
+    rmt = make_rmt("gpt2")
+    choose = segment_loops.choose_loop
+    # Today's table: a scan on JAX, the unrolled loop elsewhere.
+    expected = ("scan", 1) if BACKEND == "jax" else ("unrolled", 1)
+    assert choose(rmt, 8, training=True) == expected
+    assert choose(rmt, 1, training=True) == ("unrolled", 1)
+    table = (
+        (BACKEND, True, 3, "scan", 2),
+        ("another backend", None, 2, "scan", 4),
+        (None, None, 2, "unrolled", 1),
+    )
+    monkeypatch.setattr(segment_loops, "AUTO_LOOPS", table)
+    assert choose(rmt, 3, training=True) == ("scan", 2)
+    assert choose(rmt, 3, training=False) == ("unrolled", 1)
+    assert choose(rmt, 2, training=True) == ("unrolled", 1)
+    # The layer's own choice is not the table's.
+    unrolled = make_rmt("gpt2", segment_loop="unrolled")
+    assert choose(unrolled, 3, training=True) == ("unrolled", 1)
+
+
+def test_scan_unroll_is_checked():
+    with pytest.raises(ValueError, match="Received: scan_unroll=0"):
+        make_rmt("gpt2", scan_unroll=0)
+    with pytest.raises(
+        ValueError,
+        match="Received: scan_unroll=2, segment_loop='auto'",
+    ):
+        make_rmt("gpt2", scan_unroll=2)
 
 
 def _fit_losses(rmt, length=8, epochs=2, run_eagerly=None):

@@ -91,14 +91,22 @@ class RecurrentSegments(keras.layers.Layer):
             segment, so compile time grows with the segment count; `"scan"`
             traces it once and loops (`keras.ops.scan`), threading dropout
             seed states through the loop, and is not available on
-            TensorFlow. `"auto"` scans on JAX and unrolls elsewhere. Both
-            compute the same numbers. Defaults to `"auto"`.
+            TensorFlow. `"auto"` scans on JAX and unrolls elsewhere (its
+            rule is a table of measurements, `AUTO_LOOPS` in
+            `keras_rmt/layers/segment_loops.py`). All compute the same
+            numbers. Defaults to `"auto"`.
         remat: bool. If True, each segment's activations are recomputed in
             the backward pass instead of kept (gradient checkpointing,
             `keras.remat`): training memory stops growing with the segment
             count at the cost of about one more forward pass. Dropout masks
             are the same in both passes. JAX and torch only. Defaults to
             `False`.
+        scan_unroll: int. With `segment_loop="scan"`, how many segments
+            each iteration of the scan traces (`keras.ops.scan`'s
+            `unroll`): between the scan (1) and the unrolled loop, compile
+            time grows with it and the compiler can schedule and fuse
+            across the segments of an iteration. Torch runs its scan
+            eagerly, so there it changes nothing. Defaults to `1`.
         **kwargs: other keyword arguments passed to `keras.layers.Layer`,
             including `name` and `dtype`.
 
@@ -165,6 +173,7 @@ class RecurrentSegments(keras.layers.Layer):
         carry_memory=True,
         segment_loop="auto",
         remat=False,
+        scan_unroll=1,
         **kwargs,
     ):
         if not isinstance(memory, MemoryTokens):
@@ -183,6 +192,7 @@ class RecurrentSegments(keras.layers.Layer):
         check_choice("memory_attention", memory_attention, MEMORY_ATTENTIONS)
         check_choice("segment_loop", segment_loop, segment_loops.SEGMENT_LOOPS)
         segment_loops.check_backend_allows(segment_loop, remat)
+        scan_unroll = segment_loops.check_scan_unroll(scan_unroll, segment_loop)
         body = BackboneBody(backbone)
         fuse_attention_at_inference(backbone)
         if memory_layout == "auto":
@@ -223,6 +233,7 @@ class RecurrentSegments(keras.layers.Layer):
         self.carry_memory = carry_memory
         self.segment_loop = segment_loop
         self.remat = remat
+        self.scan_unroll = scan_unroll
         self._inference_step = None
 
     @property
@@ -537,6 +548,7 @@ class RecurrentSegments(keras.layers.Layer):
                 "carry_memory": self.carry_memory,
                 "segment_loop": self.segment_loop,
                 "remat": self.remat,
+                "scan_unroll": self.scan_unroll,
             }
         )
         return config

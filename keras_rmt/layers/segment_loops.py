@@ -8,14 +8,16 @@ in how it is traced:
   with `remat`, each segment is a stateless step under `keras.remat`.
 - `threaded_scan`: a `keras.ops.scan` over a known number of segments,
   traced once, whose carry threads the seed states dropout advances (JAX
-  would otherwise see traced values leak out of the loop).
+  would otherwise see traced values leak out of the loop); with
+  `scan_unroll=k`, each iteration traces k segments.
 - `scanned`: a scan for graphs traced before the length is known
   (TensorFlow), carrying the whole segment output, as TF's scan wants
   outputs shaped like the carry.
 
-`run_segments` picks one from the layer's `segment_loop`, the backend and
-whether the segment count is known. For inference (`infer`, `stream`),
-`compiled_steps` runs the same step compiled once, segment by segment.
+`choose_loop` picks one from the layer's `segment_loop`, the backend,
+whether the segment count is known and, for `"auto"`, the `AUTO_LOOPS`
+table. For inference (`infer`, `stream`), `compiled_steps` runs the same
+step compiled once, segment by segment.
 Losses the backbone adds inside a stateless step or a scan (`add_loss`,
 e.g. MoE routers) are collected and added to the layer once per call.
 """
@@ -24,8 +26,26 @@ import keras
 from keras import ops
 
 from keras_rmt.backend.compiled import compile_for_inference
+from keras_rmt.utils.checks import check_positive_integer
 
 SEGMENT_LOOPS = ("auto", "unrolled", "scan")
+
+# What `segment_loop="auto"` runs over a known number of segments: the first
+# row whose backend (None: any), training flag (None: either) and least
+# segment count match gives the loop and the segments each scan iteration
+# traces. One segment is never looped. The rule: the fastest loop whose first
+# call stays within 40 s. The measurements behind each row are in
+# benchmarks/README.md ("What `segment_loop="auto"` runs");
+# `benchmarks/gpu_segment_loops.sh` measures the candidates on a GPU.
+AUTO_LOOPS = (
+    # backend, training, least segments, loop, scan_unroll
+    # JAX (H200, GPT-2-small, 8 segments): the unrolled loop is faster but
+    # its first call takes 54-119 s; 2 or 4 segments an iteration gain 1%.
+    ("jax", None, 2, "scan", 1),
+    # TensorFlow cannot differentiate its scan through keras-hub layers
+    # under XLA; torch runs any loop eagerly, one segment after another.
+    (None, None, 2, "unrolled", 1),
+)
 
 
 def check_backend_allows(segment_loop, remat):
@@ -47,6 +67,43 @@ def check_backend_allows(segment_loop, remat):
         )
 
 
+def check_scan_unroll(scan_unroll, segment_loop):
+    """Returns `scan_unroll` as an int; it applies to `"scan"` only."""
+    scan_unroll = check_positive_integer("scan_unroll", scan_unroll)
+    if scan_unroll != 1 and segment_loop != "scan":
+        raise ValueError(
+            "`scan_unroll` applies to `segment_loop='scan'` only "
+            "(`'auto'` takes its own from a table of measurements). "
+            f"Received: scan_unroll={scan_unroll!r}, "
+            f"segment_loop={segment_loop!r}"
+        )
+    return scan_unroll
+
+
+def choose_loop(layer, count, training):
+    """The loop `run_segments` runs: `(name, scan_unroll)`.
+
+    `name` is `"unrolled"`, `"scan"` or `"graph_scan"` (a scan in a graph
+    traced before the segment count is known: TensorFlow's only choice
+    there); `scan_unroll` is how many segments each scan iteration traces.
+    """
+    if not isinstance(count, int):
+        return "graph_scan", 1
+    if count < 2 or layer.segment_loop == "unrolled":
+        return "unrolled", 1
+    if layer.segment_loop == "scan":
+        return "scan", layer.scan_unroll
+    backend = keras.backend.backend()
+    for row_backend, row_training, least, loop, unroll in AUTO_LOOPS:
+        if (
+            row_backend in (None, backend)
+            and row_training in (None, bool(training))
+            and count >= least
+        ):
+            return loop, unroll
+    return "unrolled", 1
+
+
 def run_segments(layer, streams, memory, last, count, training):
     """Runs every segment of `streams` through `layer`'s segment step.
 
@@ -66,13 +123,14 @@ def run_segments(layer, streams, memory, last, count, training):
         `(batch_size, count * segment_length, hidden_dim)`, and the memory
         after the last segment.
     """
-    if not isinstance(count, int):
-        loop = scanned
-    elif _scans(layer, count):
-        loop = threaded_scan
-    else:
-        loop = unrolled
-    return loop(layer, streams, memory, last, count, training)
+    name, unroll = choose_loop(layer, count, training)
+    if name == "graph_scan":
+        return scanned(layer, streams, memory, last, count, training)
+    if name == "scan":
+        return threaded_scan(
+            layer, streams, memory, last, count, training, unroll=unroll
+        )
+    return unrolled(layer, streams, memory, last, count, training)
 
 
 def compiled_steps(layer, streams, memory, count):
@@ -96,12 +154,6 @@ def compiled_steps(layer, streams, memory, count):
         }
         tokens, memory = layer._inference_step(memory, initial, segment)
         yield tokens, memory
-
-
-def _scans(layer, count):
-    if count < 2 or layer.segment_loop == "unrolled":
-        return False
-    return layer.segment_loop == "scan" or keras.backend.backend() == "jax"
 
 
 def hand_off(layer, memory, index, last):
@@ -148,8 +200,13 @@ def unrolled(layer, streams, memory, last, count, training):
     return ops.concatenate(outputs, axis=1), memory
 
 
-def threaded_scan(layer, streams, memory, last, count, training):
-    """A scan over a known number of segments, traced once."""
+def threaded_scan(layer, streams, memory, last, count, training, unroll=1):
+    """A scan over a known number of segments, `unroll` traced together.
+
+    Each iteration of the loop runs `unroll` segments (the last one runs
+    what is left), traced as one program that the compiler can schedule
+    and fuse across segments; compile time grows with `unroll`.
+    """
     initial, L = memory, layer.segment_length
     step, weights, states = stateless_step(layer, initial, last, training)
     weight_values = [ops.convert_to_tensor(v.value) for v in weights]
@@ -173,7 +230,7 @@ def threaded_scan(layer, streams, memory, last, count, training):
         ops.zeros((), "float32"),
     )
     (memory, _, state_values, total), tokens = ops.scan(
-        loop_body, start, segments
+        loop_body, start, segments, unroll=unroll
     )
     _write_back(states, state_values, training)
     _add_segment_losses(layer, step, total)
