@@ -6,7 +6,7 @@
 # 0.1 and 0, GPT-2-small through benchmarks/run.py, in one device call.
 #
 # Usage (on the GPU machine, wheels installed, PYTHONPATH set):
-#   [BUDGET_S=540] bash benchmarks/gpu_segment_loops.sh OUT_DIR
+#   [BUDGET_S=515] bash benchmarks/gpu_segment_loops.sh OUT_DIR
 # Every GPU of the machine runs points from one queue, one process a point
 # (its own peak memory, its own first call), most telling points first; a
 # point gets the time the call has left, and none starts with less than
@@ -18,7 +18,7 @@ set -u
 out=${1:?usage: gpu_segment_loops.sh OUT_DIR [--quick]}
 size=${2:---gpu}
 read -r one mid long <<< "${COUNTS:-1 8 32}"
-budget=${BUDGET_S:-540}
+budget=${BUDGET_S:-515}
 min_s=${MIN_S:-45}
 seconds=${STEP_SECONDS:-1}
 start=$(date +%s)

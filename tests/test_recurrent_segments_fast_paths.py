@@ -171,14 +171,17 @@ def test_infer_traces_one_segment_for_every_length(monkeypatch):
 
 
 # Every loop of `call` against the unrolled Python loop, dropout on:
-# (segment_loop, scan_unroll, remat). The batch has 3 segments, so
-# `scan_unroll=2` runs one iteration of 2 segments and 1 left over.
-# `"auto"` is one of these (`choose_loop`).
+# (segment_loop, scan_unroll, remat, bptt_depth). The batch has 3 segments,
+# so `scan_unroll=2` runs one iteration of 2 segments and 1 left over; its
+# rows have 3 and 2 segments, so `bptt_depth=1` cuts a hand-off of the first
+# row and keeps the others. `"auto"` is one of these (`choose_loop`).
 LOOPS = [
-    ("scan", 1, False),
-    ("scan", 2, False),
-    ("scan", 2, True),
-    ("unrolled", 1, True),
+    ("scan", 1, False, None),
+    ("scan", 2, False, None),
+    ("scan", 1, False, 1),
+    ("scan", 2, False, 1),
+    ("scan", 2, True, 1),
+    ("unrolled", 1, True, 1),
 ]
 # float32 numbers computed in another order.
 LOOP_TOLERANCE = {"rtol": 1e-6, "atol": 1e-6}
@@ -213,8 +216,7 @@ def test_truncation_changes_the_reference_gradient(
     assert np.max(np.abs(full - truncated)) > 1e-4 * np.max(np.abs(full))
 
 
-@pytest.mark.parametrize("bptt_depth", [None, 1])
-@pytest.mark.parametrize("segment_loop, scan_unroll, remat", LOOPS)
+@pytest.mark.parametrize("segment_loop, scan_unroll, remat, bptt_depth", LOOPS)
 def test_every_loop_gives_the_numbers_of_the_unrolled_loop(
     segment_loop, scan_unroll, remat, bptt_depth, dropout_batch, request
 ):
