@@ -157,6 +157,22 @@ def test_segment_loop_and_remat_are_passed_and_round_trip():
     assert clone.recurrent_segments.remat == NOT_TF
 
 
+@pytest.mark.skipif(not NOT_TF, reason="TensorFlow refuses the scan")
+def test_scan_unroll_is_passed_and_round_trips():
+    backbone = make_rmt_backbone("gpt2", segment_loop="scan", scan_unroll=2)
+    assert backbone.recurrent_segments.scan_unroll == 2
+    assert backbone.get_config()["scan_unroll"] == 2
+    clone = assert_config_round_trip(backbone)
+    assert clone.recurrent_segments.scan_unroll == 2
+
+
+def test_scan_unroll_without_the_scan_is_refused():
+    with pytest.raises(
+        ValueError, match="Received: scan_unroll=2, segment_loop='auto'"
+    ):
+        make_rmt_backbone("gpt2", scan_unroll=2)
+
+
 @pytest.mark.skipif(NOT_TF, reason="the layer refuses these on TF only")
 def test_scan_and_remat_are_refused_on_tensorflow():
     with pytest.raises(ValueError, match="Received: segment_loop='scan'"):

@@ -59,6 +59,8 @@ class AssociativeRecurrentSegments(RecurrentSegments):
             `True`.
         segment_loop: `"auto"`, `"unrolled"` or `"scan"`. See
             `RecurrentSegments`. Defaults to `"auto"`.
+        scan_unroll: int. Segments each scan iteration runs, with
+            `segment_loop="scan"`. See `RecurrentSegments`. Defaults to `1`.
         remat: bool. See `RecurrentSegments`. Defaults to `False`.
         **kwargs: other keyword arguments passed to `keras.layers.Layer`,
             including `name` and `dtype`.
@@ -110,6 +112,7 @@ class AssociativeRecurrentSegments(RecurrentSegments):
         alignment="left",
         carry_memory=True,
         segment_loop="auto",
+        scan_unroll=1,
         remat=False,
         **kwargs,
     ):
@@ -123,6 +126,7 @@ class AssociativeRecurrentSegments(RecurrentSegments):
             memory_attention="backbone",
             carry_memory=carry_memory,
             segment_loop=segment_loop,
+            scan_unroll=scan_unroll,
             remat=remat,
             **kwargs,
         )

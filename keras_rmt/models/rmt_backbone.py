@@ -21,13 +21,14 @@ RMT_ARGUMENTS = (
     "memory_initializer",
     "train_memory_only",
     "segment_loop",
+    "scan_unroll",
     "remat",
     "associative_key_dim",
 )
 # How segments are run, not what the model learned: these may also be given
 # when loading an RMT preset (a preset saved with `segment_loop="scan"` on
 # JAX can be loaded with `segment_loop="auto"` on TensorFlow).
-EXECUTION_ARGUMENTS = ("segment_loop", "remat")
+EXECUTION_ARGUMENTS = ("segment_loop", "scan_unroll", "remat")
 # What a plain keras-hub preset cannot provide.
 REQUIRED_ARGUMENTS = ("num_memory_tokens", "segment_length")
 
@@ -73,6 +74,9 @@ class RMTBackbone(SavedModelExport, keras_hub.models.Backbone):
         segment_loop: `"auto"`, `"unrolled"` or `"scan"`. How segments are
             looped; see `keras_rmt.layers.RecurrentSegments` (`"scan"` is
             refused on TensorFlow). Defaults to `"auto"`.
+        scan_unroll: int. With `segment_loop="scan"`, how many segments each
+            iteration of the scan runs; see
+            `keras_rmt.layers.RecurrentSegments`. Defaults to `1`.
         remat: bool. Recompute each segment's activations in the backward
             pass; see `keras_rmt.layers.RecurrentSegments` (refused on
             TensorFlow). Defaults to `False`.
@@ -135,6 +139,7 @@ class RMTBackbone(SavedModelExport, keras_hub.models.Backbone):
         memory_initializer=None,
         train_memory_only=False,
         segment_loop="auto",
+        scan_unroll=1,
         remat=False,
         associative_key_dim=None,
         dtype=None,
@@ -168,6 +173,7 @@ class RMTBackbone(SavedModelExport, keras_hub.models.Backbone):
             alignment=alignment,
             carry_memory=carry_memory,
             segment_loop=segment_loop,
+            scan_unroll=scan_unroll,
             remat=remat,
             dtype=backbone.dtype_policy,
             name="recurrent_segments",
@@ -214,6 +220,7 @@ class RMTBackbone(SavedModelExport, keras_hub.models.Backbone):
         self.hidden_dim = hidden_dim
         self.train_memory_only = train_memory_only
         self.segment_loop = segment_loop
+        self.scan_unroll = scan_unroll
         self.remat = remat
         self.associative_key_dim = associative_key_dim
 
@@ -263,6 +270,7 @@ class RMTBackbone(SavedModelExport, keras_hub.models.Backbone):
                 ),
                 "train_memory_only": self.train_memory_only,
                 "segment_loop": self.segment_loop,
+                "scan_unroll": self.scan_unroll,
                 "remat": self.remat,
                 "associative_key_dim": self.associative_key_dim,
             }
