@@ -3,6 +3,18 @@
 Each test runs a script as `python examples/NAME.py ...` would (`runpy`, in
 this process to spare the imports) and checks the JSON it writes against
 the table it prints.
+
+The scripts run on one backend, torch. What a smoke test pins is the
+script: it runs, and what it writes is what it prints. The library calls
+the scripts make (the tasks and their preprocessors, `fit`, `evaluate`,
+`SegmentLosses`, `SegmentCurriculum`, export and the REST server) are
+tested on every backend by the library's own tests. A script run again
+under TensorFlow and JAX would pin nothing more, and costs most there:
+each script traces and compiles its models (`tf.function`, XLA), where
+torch runs the same code op by op in a fraction of the time. (From torch
+the streaming example exports through `python -m keras_rmt export`, in a
+TensorFlow process: the command's path, which tests/test_export.py also
+runs.)
 """
 
 import importlib
@@ -13,10 +25,17 @@ import re
 import runpy
 import sys
 
+import keras
 import pytest
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 EXAMPLES = os.path.join(EXAMPLES, "examples")
+# See the module docstring.
+ON_TORCH_ONLY = pytest.mark.skipif(
+    keras.backend.backend() != "torch",
+    reason="An example script runs once, on torch (the module docstring "
+    "says why).",
+)
 
 
 def _run(script, tmp_path, capsys, monkeypatch, *arguments, smoke=True):
@@ -43,6 +62,7 @@ def _rounded(by_count):
     return {n: round(v, 3) for n, v in by_count.items()}
 
 
+@ON_TORCH_ONLY
 def test_demo_writes_results_and_plot(tmp_path, capsys, monkeypatch):
     out = _run(
         "first_token_recall.py", tmp_path, capsys, monkeypatch,
@@ -56,6 +76,7 @@ def test_demo_writes_results_and_plot(tmp_path, capsys, monkeypatch):
         assert f"{name:<10} {result['test_accuracy']:>14.3f}" in out
 
 
+@ON_TORCH_ONLY
 def test_copy_reverse_writes_accuracy_by_segments_and_plot(
     tmp_path, capsys, monkeypatch
 ):
@@ -75,6 +96,7 @@ def test_copy_reverse_writes_accuracy_by_segments_and_plot(
         assert _printed_row(out, kind) == _rounded(by_count)
 
 
+@ON_TORCH_ONLY
 def test_associative_retrieval_writes_accuracy_and_plot(
     tmp_path, capsys, monkeypatch
 ):
@@ -90,6 +112,7 @@ def test_associative_retrieval_writes_accuracy_and_plot(
         assert _printed_row(out, kind) == _rounded(by_count)
 
 
+@ON_TORCH_ONLY
 def test_facts_in_noise_reads_past_training_length(
     tmp_path, capsys, monkeypatch
 ):
@@ -109,6 +132,7 @@ def test_facts_in_noise_reads_past_training_length(
         assert _printed_row(out, kind) == _rounded(by_count)
 
 
+@ON_TORCH_ONLY
 def test_language_modelling_writes_perplexity_by_segment(
     tmp_path, capsys, monkeypatch
 ):
@@ -124,6 +148,7 @@ def test_language_modelling_writes_perplexity_by_segment(
         assert line[0].split()[-6:-2] == [f"{v:.2f}" for v in values.values()]
 
 
+@ON_TORCH_ONLY
 def test_streaming_example_matches_one_serve_call(tmp_path):
     import serve_streaming
 
@@ -148,6 +173,7 @@ def _table_rows(output):
     return [line for line in output.splitlines() if line.startswith("| ")]
 
 
+@ON_TORCH_ONLY
 def test_associative_capacity_prints_a_row_per_pair_count(tmp_path, capsys):
     import associative_capacity
 
@@ -169,6 +195,7 @@ def test_associative_capacity_prints_a_row_per_pair_count(tmp_path, capsys):
     )
 
 
+@ON_TORCH_ONLY
 def test_associative_extrapolation_reads_multiples_of_trained_length(
     tmp_path, capsys
 ):

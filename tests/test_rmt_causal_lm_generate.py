@@ -10,6 +10,7 @@ from conftest import (
     BACKBONES,
     HIDDEN_DIM,
     VOCABULARY_SIZE,
+    jitted_on_jax,
     make_backbone,
     numpy,
     random_batch,
@@ -99,20 +100,35 @@ LENGTHS = [3, 6]
 TOTAL = 14  # Four segments of 4.
 
 
+def _generation_functions(causal_lm):
+    """`start_generation` and `next_logits`, jitted once on JAX.
+
+    The path `generate` compiles is tested below on every backend.
+    """
+    start = jitted_on_jax(causal_lm, causal_lm.start_generation)
+    step = jitted_on_jax(causal_lm, causal_lm.next_logits)
+
+    def next_logits(prompt, cache, index):
+        return step(prompt, cache, keras.ops.convert_to_tensor(index, "int32"))
+
+    return start, next_logits
+
+
 def _stepped(family):
     """Greedy steps through the cache, and the logits of one full pass."""
     causal_lm = _causal_lm(family)
     assert causal_lm._segment_cache() is not None
+    start_generation, next_logits = _generation_functions(causal_lm)
     prompt = random_batch(2, TOTAL, seed=4, lengths=LENGTHS)
     token_ids = prompt["token_ids"].copy()
-    cache, index, _ = causal_lm.start_generation(
+    cache, index, _ = start_generation(
         keras.ops.convert_to_tensor(token_ids),
         keras.ops.convert_to_tensor(prompt["padding_mask"]),
     )
     assert int(index) == min(LENGTHS)
     step_logits = []
     for step in range(min(LENGTHS), TOTAL):
-        logits, _, cache = causal_lm.next_logits(
+        logits, _, cache = next_logits(
             keras.ops.convert_to_tensor(token_ids), cache, step
         )
         logits = numpy(logits)
@@ -353,14 +369,15 @@ def test_right_aligned_generation_steps_give_the_logits_of_one_pass(cached):
     token_ids = random_batch(2, 12, seed=5)["token_ids"]
     prompt_mask = np.zeros_like(token_ids)
     prompt_mask[:, :5] = 1
-    cache, index, _ = causal_lm.start_generation(
+    start_generation, next_logits = _generation_functions(causal_lm)
+    cache, index, _ = start_generation(
         keras.ops.convert_to_tensor(token_ids),
         keras.ops.convert_to_tensor(prompt_mask),
     )
     assert int(index) == 5
     step_logits = []
     for step in range(5, 12):
-        logits, _, cache = causal_lm.next_logits(
+        logits, _, cache = next_logits(
             keras.ops.convert_to_tensor(token_ids), cache, step
         )
         step_logits.append(numpy(logits))
