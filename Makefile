@@ -33,7 +33,7 @@ test: install-test lint
 		else \
 			backend=$$run; marks="not backend_independent"; \
 		fi; \
-		KERAS_BACKEND=$$backend $(PYTEST) --durations=5 -m "$$marks" \
+		KERAS_BACKEND=$$backend $(PYTEST) --durations=30 -m "$$marks" \
 			tests > test_logs/$$run.log 2>&1 & \
 		pids="$$pids $$run:$$!"; \
 	done; \
