@@ -124,6 +124,31 @@ def test_language_modelling_writes_perplexity_by_segment(
         assert line[0].split()[-6:-2] == [f"{v:.2f}" for v in values.values()]
 
 
+def test_text_classification_fits_raw_strings_through_a_local_preset(
+    tmp_path, capsys, monkeypatch
+):
+    out = _run("text_classification.py", tmp_path, capsys, monkeypatch)
+    written = _written(tmp_path, "text_classification")
+    accuracy = written["test_accuracy"]
+    kinds = ["RMT", "no memory", "full attention"]
+    assert list(accuracy) == kinds
+    assert written["test_articles"] == 8  # the smoke test's test_samples
+    assert written["chance"] == 0.2  # five categories
+    cells = " | ".join(f"{accuracy[kind]:.3f}" for kind in kinds)
+    assert f"| test accuracy | {cells} |" in out.splitlines()
+    # The classifiers came from a preset holding a BERT and the WordPiece
+    # vocabulary built from the articles: reserved tokens, then pieces.
+    preset = tmp_path / "bert_preset"
+    assert json.loads((preset / "config.json").read_text())["class_name"] == (
+        "BertBackbone"
+    )
+    vocabulary = preset / "assets" / "tokenizer" / "vocabulary.txt"
+    words = vocabulary.read_text().split()
+    assert len(words) == written["vocabulary_size"] == 2000
+    assert words[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    assert "##e" in words and "the" in words
+
+
 def test_streaming_example_matches_one_serve_call(tmp_path):
     import serve_streaming
 
