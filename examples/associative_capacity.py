@@ -12,12 +12,15 @@ same few memory tokens on the same small GPT-2.
   memory tokens into an associative matrix that holds far more pairs than
   there are memory tokens.
 
-Usage: `python examples/associative_capacity.py --quick` (on a CPU),
-or without `--quick` for the GPU setting (`--dtype-policy mixed_bfloat16`).
+Usage: `python examples/associative_capacity.py --quick` on a CPU (300
+steps a model), or without `--quick` on a GPU for the full sizes, with
+`--dtype-policy mixed_bfloat16` (`benchmarks/gpu_associative_examples.sh`).
 Prints a table of accuracy by number of pairs (chance is one in
-`num_values`) and writes `associative_capacity.json` and, where matplotlib
-is installed, `.png` to `--output-dir`; `--plot FILE.json` draws the plot
-of an earlier run.
+`num_values`) and writes `associative_capacity.json` (after every model,
+so a run cut short keeps its rows) and, where matplotlib is installed,
+`.png` to `--output-dir`; `--set KEY=VALUE` changes a setting,
+`--plot FILE.json` draws the plot of an earlier run. The results are in
+docs/results.md.
 """
 
 import time

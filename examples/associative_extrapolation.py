@@ -16,12 +16,14 @@ at a time:
 - "no memory": the RMT with `carry_memory=False`: each segment sees only
   its own words and the learned initial memory, a one-segment window.
 
-Usage:
-`python examples/associative_extrapolation.py --quick` (on a CPU), or
-without `--quick` for the GPU setting (`--dtype-policy mixed_bfloat16`).
+Usage: `python examples/associative_extrapolation.py --quick` on a CPU
+(800 steps a model), or without `--quick` on a GPU for the full sizes, with
+`--dtype-policy mixed_bfloat16` (`benchmarks/gpu_associative_examples.sh`).
 Prints a table of accuracy by length and writes
-`associative_extrapolation.json` and, where matplotlib is installed, `.png`
-to `--output-dir`; `--plot FILE.json` draws the plot of an earlier run.
+`associative_extrapolation.json` (after every reading, so a run cut short
+keeps them) and, where matplotlib is installed, `.png` to `--output-dir`;
+`--set KEY=VALUE` changes a setting, `--plot FILE.json` draws the plot of
+an earlier run. The results are in docs/results.md.
 """
 
 import time

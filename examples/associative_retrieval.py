@@ -10,16 +10,19 @@ backbone reading the whole row as one segment ("full attention"); accuracy
 is `evaluate()`'s weighted accuracy on the answer; chance is 1 / values.
 
 The recipe: the backbone's weights redrawn at the model's scale (kernels
-`hidden_dim ** -0.5`, embeddings 1; keras-hub's GPT-2 draws 0.02, made for
-768-wide models, with which not even full attention left the "one of the
-row's values at random" plateau in thousands of steps), memory read through
-the backbone's own causal mask (`memory_attention="backbone"`), and the
-whole task from the first step (a curriculum's smaller rows can be answered
-without a lookup). In full mode, as many memory tokens as keys and batches
-of 256. Fresh rows every step (`keras_rmt.datasets.SegmentedDataset`).
+`hidden_dim ** -0.5`, embeddings 1, where keras-hub's GPT-2 draws 0.02 for
+768-wide models), memory read through the backbone's own causal mask
+(`memory_attention="backbone"`), and the whole task from the first step (a
+curriculum's smaller rows can be answered without a lookup). In full mode,
+as many memory tokens as keys and batches of 256. Fresh rows every step
+(`keras_rmt.datasets.SegmentedDataset`).
 
-Writes `associative_retrieval.json` and `.png` (accuracy against the number
-of segments) to `--output-dir`; the results are in docs/results.md.
+Usage: `python examples/associative_retrieval.py --quick` on a CPU (a few
+minutes a model), or without `--quick` on a GPU for the paper's 10/1 task
+over 5 segments (`--segments 5`; `examples/run_full_on_gpu.sh` runs all the
+full modes). Prints test accuracy by number of segments and writes
+`associative_retrieval.json` and `.png` to `--output-dir`; `--help` lists
+the options. The results are in docs/results.md.
 """
 
 import math

@@ -18,8 +18,13 @@ training accuracy reaches `grow_at` or stops improving; each batch draws
 its share from 1 to the current stage, and rows are left-padded to the
 whole task's length, so that one compiled step serves the whole curriculum.
 
-Writes `<task><source length>.json` and `.png` (accuracy against the number
-of segments) to `--output-dir`; the results are in docs/results.md.
+Usage: `python examples/copy_reverse.py --quick --task copy` on a CPU (a
+few minutes a model), or without `--quick` on a GPU for the paper's sizes
+(`--task copy --segments 6`, `--task reverse --segments 4`, `--task
+long-copy`; `examples/run_full_on_gpu.sh` runs all the full modes). Prints
+test accuracy by number of segments and writes `<task><source length>.json`
+and `.png` to `--output-dir`; `--help` lists the options. The results are
+in docs/results.md.
 """
 
 import math

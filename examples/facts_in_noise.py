@@ -23,8 +23,12 @@ seeds than validation's. The same model without carried memory ("no
 memory") is the baseline; full attention is left out, as its position
 table cannot reach past the training length.
 
-Writes `facts_in_noise.json` and `.png` (accuracy against the number of
-segments) to `--output-dir`; the results are in docs/results.md.
+Usage: `python examples/facts_in_noise.py --quick` on a CPU (5 minutes a
+model), or without `--quick` on a GPU for the full sizes
+(`examples/run_full_on_gpu.sh` runs all the full modes). Prints test
+accuracy by number of segments and writes `facts_in_noise.json` and `.png`
+to `--output-dir`; `--help` lists the options. The results are in
+docs/results.md.
 """
 
 import time
@@ -36,8 +40,8 @@ from tasks.facts_in_noise import VOCABULARY, facts_in_noise
 import keras_rmt
 
 # Quick mode redraws the backbone's weights at the model's scale and carries
-# 2 memory tokens (with keras-hub's 0.02 and 4 tokens it read 32 segments
-# worse on a CPU).
+# 2 memory tokens: docs/results.md compares it with keras-hub's weights and
+# 4 tokens.
 QUICK = {
     "segment_length": 24, "num_facts": 3, "num_people": 1, "num_places": 6,
     "num_memory_tokens": 2, "hidden_dim": 64, "num_layers": 2,

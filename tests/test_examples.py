@@ -127,7 +127,10 @@ def test_language_modelling_writes_perplexity_by_segment(
 def test_text_classification_fits_raw_strings_through_a_local_preset(
     tmp_path, capsys, monkeypatch
 ):
-    out = _run("text_classification.py", tmp_path, capsys, monkeypatch)
+    out = _run(
+        "text_classification.py", tmp_path, capsys, monkeypatch,
+        "--set", "segment_length=8", "num_segments=2",
+    )  # fmt: skip
     written = _written(tmp_path, "text_classification")
     accuracy = written["test_accuracy"]
     kinds = ["RMT", "no memory", "full attention"]
