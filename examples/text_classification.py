@@ -24,9 +24,10 @@ Three models start from the same preset weights:
   for each segment the others split it into).
 
 Usage: `python examples/text_classification.py --quick` on a CPU (about
-two minutes), or without `--quick` for the GPU sizes. Prints the held-out
-accuracy of each model and writes `text_classification.json` and `.png`
-(validation accuracy by epoch) to `--output-dir`; the results are in
+two minutes), or without `--quick` on a GPU for larger sizes (keras-hub's
+tokenizers need TensorFlow and tensorflow-text there too). Prints the
+held-out accuracy of each model and writes `text_classification.json` and
+`.png` (validation accuracy by epoch) to `--output-dir`; the results are in
 docs/results.md.
 """
 
