@@ -152,6 +152,37 @@ def test_text_classification_fits_raw_strings_through_a_local_preset(
     assert "##e" in words and "the" in words
 
 
+@pytest.mark.backend_independent
+def test_set_names_a_setting_the_example_does_not_have(
+    tmp_path, capsys, monkeypatch
+):
+    with pytest.raises(SystemExit, match="Received: nope=1; settings: "):
+        _run(
+            "associative_capacity.py", tmp_path, capsys, monkeypatch,
+            "--quick", "--set", "nope=1", smoke=False,
+        )  # fmt: skip
+
+
+@pytest.mark.backend_independent
+def test_plot_draws_an_earlier_run_and_trains_nothing(
+    tmp_path, capsys, monkeypatch
+):
+    earlier = {
+        "name": "earlier", "title": "t", "xlabel": "x", "ylabel": "y",
+        "curves": {"RMT": {"2": 0.5, "4": 0.25}}, "chance": 0.1,
+        "log_x": True, "marks": {"trained length": 2},
+    }  # fmt: skip
+    (tmp_path / "earlier.json").write_text(json.dumps(earlier))
+    with pytest.raises(SystemExit) as exit:
+        _run(
+            "associative_extrapolation.py", tmp_path, capsys, monkeypatch,
+            "--plot", str(tmp_path / "earlier.json"), smoke=False,
+        )  # fmt: skip
+    assert exit.value.code == 0
+    assert (tmp_path / "earlier.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "associative_extrapolation.json").exists()
+
+
 def test_streaming_example_matches_one_serve_call(tmp_path):
     import serve_streaming
 
