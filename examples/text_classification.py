@@ -45,8 +45,8 @@ import keras_rmt
 QUICK = {
     "segment_length": 32, "num_segments": 4, "num_memory_tokens": 4,
     "vocabulary_size": 2000, "hidden_dim": 64, "num_layers": 2,
-    "num_heads": 4, "batch_size": 32, "epochs": 3, "steps_per_epoch": None,
-    "learning_rate": 1e-3, "time_budget": 40, "test_samples": None,
+    "num_heads": 4, "batch_size": 32, "epochs": 2, "steps_per_epoch": None,
+    "learning_rate": 1e-3, "time_budget": None, "test_samples": None,
 }  # fmt: skip
 FULL = {
     "segment_length": 128, "num_segments": 8, "num_memory_tokens": 10,
