@@ -23,8 +23,8 @@ Three models start from the same preset weights:
   segment (a single `[CLS] ... [SEP]`, so 2 more words of the article
   for each segment the others split it into).
 
-Usage: `python examples/text_classification.py --quick` on a CPU (about
-two minutes), or without `--quick` on a GPU for larger sizes (keras-hub's
+Usage: `python examples/text_classification.py --quick` on a CPU (2
+epochs a model), or without `--quick` on a GPU for larger sizes (keras-hub's
 tokenizers need TensorFlow and tensorflow-text there too). Prints the
 held-out accuracy of each model and writes `text_classification.json` and
 `.png` (validation accuracy by epoch) to `--output-dir`; the results are in
