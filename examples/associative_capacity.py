@@ -12,23 +12,21 @@ same few memory tokens on the same small GPT-2.
   memory tokens into an associative matrix that holds far more pairs than
   there are memory tokens.
 
-Usage: `python examples/associative_capacity.py --quick` (on a CPU),
-or without `--quick` for the GPU setting (`--dtype-policy mixed_bfloat16`).
+Usage: `python examples/associative_capacity.py --quick` on a CPU (300
+steps a model), or without `--quick` on a GPU for the full sizes, with
+`--dtype-policy mixed_bfloat16` (`benchmarks/gpu_associative_examples.sh`).
 Prints a table of accuracy by number of pairs (chance is one in
-`num_values`) and writes `associative_capacity.json` and, where matplotlib
-is installed, `.png` to `--output-dir`; `--plot FILE.json` draws the plot
-of an earlier run.
+`num_values`) and writes `associative_capacity.json` (after every model,
+so a run cut short keeps its rows) and, where matplotlib is installed,
+`.png` to `--output-dir`; `--set KEY=VALUE` changes a setting,
+`--plot FILE.json` draws the plot of an earlier run. The results are in
+docs/results.md.
 """
 
-import argparse
-import json
-import os
 import time
 
 import example_common
 import keras
-import keras_hub
-import numpy as np
 from tasks.associative_retrieval import associative_retrieval
 
 import keras_rmt
@@ -64,42 +62,22 @@ def generate(config, num_samples, num_pairs, seed):
 
 
 def build(kind, config, num_pairs, seed):
-    """An `RMTCausalLM` on a small GPT-2, compiled."""
-    keras.utils.set_random_seed(seed)
-    hidden_dim, tokens = config["hidden_dim"], config["num_memory_tokens"]
-    gpt2 = keras_hub.models.GPT2Backbone(
+    """An `RMTCausalLM` ("RMT" or "ARMT") on a small GPT-2, compiled."""
+    gpt2 = example_common.small_gpt2(
+        config,
         vocabulary_size=2 + 2 * num_pairs + config["num_values"],
-        num_layers=config["num_layers"],
-        num_heads=config["num_heads"],
-        hidden_dim=hidden_dim,
-        intermediate_dim=4 * hidden_dim,
-        max_sequence_length=SEGMENT_LENGTH + 2 * tokens,
-        dropout=0.0,
+        max_sequence_length=SEGMENT_LENGTH + 2 * config["num_memory_tokens"],
+        seed=seed,
     )
-    # keras-hub draws GPT-2's weights at 0.02, made for 768-wide models; at
-    # this width a lookup is learnt far sooner from kernels at
-    # `hidden_dim ** -0.5` and embeddings at 1.
-    rng = np.random.default_rng(seed)
-    stddevs = {"kernel": hidden_dim**-0.5, "embeddings": 1.0}
-    for variable in gpt2.weights:
-        if variable.name in stddevs:
-            scale = stddevs[variable.name]
-            variable.assign(rng.normal(0.0, scale, variable.shape))
+    example_common.redraw_weights(gpt2, seed)
     backbone = keras_rmt.models.RMTBackbone(
         gpt2,
-        num_memory_tokens=tokens,
+        num_memory_tokens=config["num_memory_tokens"],
         segment_length=SEGMENT_LENGTH,
         associative_key_dim=config["key_dim"] if kind == "ARMT" else None,
     )
-    model = keras_rmt.models.RMTCausalLM(backbone)
-    model.compile(
-        optimizer=keras.optimizers.AdamW(
-            config["learning_rate"], weight_decay=0.01, clipnorm=1.0
-        ),
-        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy("accuracy")],
-        segment_metrics=None,
-    )
-    return model
+    causal_lm = keras_rmt.models.RMTCausalLM(backbone)
+    return example_common.compile_causal_lm(causal_lm, config["learning_rate"])
 
 
 def train(model, config, num_pairs, seed):
@@ -133,69 +111,27 @@ def accuracy(model, config, num_pairs, seed):
     return float((predicted == labels[:, -1]).mean())
 
 
-def plot(summary, path):
-    try:
-        import matplotlib
-    except ImportError:
-        print(f"matplotlib is not installed: {path} not drawn")
-        return
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    config = summary["config"]
-    figure, axes = plt.subplots(figsize=(6, 4))
-    for kind, by_pairs in summary["accuracy"].items():
-        pairs = [int(count) for count in by_pairs]
-        axes.plot(pairs, list(by_pairs.values()), marker="o", label=kind)
-    axes.axhline(summary["chance"], color="grey", ls=":", label="chance")
-    axes.set_xscale("log", base=2)
-    axes.set_ylim(0, 1.05)
-    axes.set_xlabel("key-value pairs (one a segment)")
-    axes.set_ylabel("accuracy")
-    axes.set_title(
-        f"Associative retrieval, {config['num_memory_tokens']} memory tokens"
-    )
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-
-
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output-dir", default="paper_output")
-    parser.add_argument("--dtype-policy", default=None)
-    parser.add_argument(
-        "--set", nargs="*", default=[], metavar="KEY=VALUE",
-        help="override a setting, e.g. --set seconds=60 pairs=4,8",
-    )  # fmt: skip
-    parser.add_argument("--plot", metavar="JSON", default=None)
+    parser = example_common.parser(__doc__.splitlines()[0])
     args = parser.parse_args(argv)
-    if args.plot:
-        with open(args.plot) as file:
-            plot(json.load(file), args.plot[: -len(".json")] + ".png")
-        return None
-    config = dict(QUICK if args.quick else FULL)
-    for item in args.set:
-        key, value = item.split("=")
-        config[key] = json.loads(f"[{value}]" if key == "pairs" else value)
-    if args.dtype_policy:
-        keras.config.set_dtype_policy(args.dtype_policy)
+    config = example_common.settings(args, QUICK, FULL)
     start, runs, table = time.time(), {}, {kind: {} for kind in MODELS}
     summary = {
         "name": NAME,
-        "mode": "quick" if args.quick else "full",
+        "mode": config["mode"],
         "config": config,
         "accuracy": table,
         "chance": 1 / config["num_values"],
         "runs": runs,
         "backend": keras.backend.backend(),
         "dtype_policy": keras.config.dtype_policy().name,
+        "title": f"Associative retrieval, {config['num_memory_tokens']} "
+        "memory tokens",
+        "xlabel": "key-value pairs (one a segment)",
+        "ylabel": "accuracy",
+        "curves": table,
+        "log_x": True,
     }
-    os.makedirs(args.output_dir, exist_ok=True)
-    path = os.path.join(args.output_dir, NAME)
     for num_pairs in config["pairs"]:
         for kind in MODELS:
             model = build(kind, config, num_pairs, args.seed)
@@ -207,18 +143,12 @@ def main(argv=None):
                 model, config, num_pairs, args.seed + 1
             )
             print(f"{kind} {num_pairs} pairs: {run}", flush=True)
-            # Written after every model, so a run cut short keeps its rows.
             summary["seconds"] = time.time() - start
-            with open(path + ".json", "w") as file:
-                json.dump(summary, file, indent=1)
-    plot(summary, path + ".png")
+            example_common.save_json(summary, args.output_dir)
+    example_common.write(summary, args.output_dir)
     print(f"\n{config['num_memory_tokens']} memory tokens, chance "
           f"{summary['chance']:.3f}")  # fmt: skip
-    print("| pairs | " + " | ".join(MODELS) + " |")
-    print("| --- |" + " --- |" * len(MODELS))
-    for num_pairs in config["pairs"]:
-        cells = " | ".join(f"{table[k][str(num_pairs)]:.3f}" for k in MODELS)
-        print(f"| {num_pairs} | {cells} |")
+    example_common.print_markdown("pairs", table)
     return summary
 
 

@@ -16,23 +16,20 @@ at a time:
 - "no memory": the RMT with `carry_memory=False`: each segment sees only
   its own words and the learned initial memory, a one-segment window.
 
-Usage:
-`python examples/associative_extrapolation.py --quick` (on a CPU), or
-without `--quick` for the GPU setting (`--dtype-policy mixed_bfloat16`).
+Usage: `python examples/associative_extrapolation.py --quick` on a CPU
+(800 steps a model), or without `--quick` on a GPU for the full sizes, with
+`--dtype-policy mixed_bfloat16` (`benchmarks/gpu_associative_examples.sh`).
 Prints a table of accuracy by length and writes
-`associative_extrapolation.json` and, where matplotlib is installed, `.png`
-to `--output-dir`; `--plot FILE.json` draws the plot of an earlier run.
+`associative_extrapolation.json` (after every reading, so a run cut short
+keeps them) and, where matplotlib is installed, `.png` to `--output-dir`;
+`--set KEY=VALUE` changes a setting, `--plot FILE.json` draws the plot of
+an earlier run. The results are in docs/results.md.
 """
 
-import argparse
-import json
-import os
 import time
 
 import example_common
 import keras
-import keras_hub
-import numpy as np
 from tasks.facts_in_noise import VOCABULARY, facts_in_noise
 
 import keras_rmt
@@ -72,43 +69,24 @@ def generate(config, num_samples, num_segments, seed, num_facts=None):
 
 
 def build(kind, config, seed):
-    """An `RMTCausalLM` on a small GPT-2, compiled."""
-    keras.utils.set_random_seed(seed)
-    hidden_dim, tokens = config["hidden_dim"], config["num_memory_tokens"]
-    gpt2 = keras_hub.models.GPT2Backbone(
+    """An `RMTCausalLM` ("ARMT", "RMT", "no memory") on a small GPT-2."""
+    gpt2 = example_common.small_gpt2(
+        config,
         vocabulary_size=len(VOCABULARY),
-        num_layers=config["num_layers"],
-        num_heads=config["num_heads"],
-        hidden_dim=hidden_dim,
-        intermediate_dim=4 * hidden_dim,
-        max_sequence_length=config["segment_length"] + 2 * tokens,
-        dropout=0.0,
+        max_sequence_length=config["segment_length"]
+        + 2 * config["num_memory_tokens"],
+        seed=seed,
     )
-    # keras-hub draws GPT-2's weights at 0.02, made for 768-wide models; at
-    # this width a lookup is learnt far sooner from kernels at
-    # `hidden_dim ** -0.5` and embeddings at 1.
-    rng = np.random.default_rng(seed)
-    stddevs = {"kernel": hidden_dim**-0.5, "embeddings": 1.0}
-    for variable in gpt2.weights:
-        if variable.name in stddevs:
-            scale = stddevs[variable.name]
-            variable.assign(rng.normal(0.0, scale, variable.shape))
+    example_common.redraw_weights(gpt2, seed)
     backbone = keras_rmt.models.RMTBackbone(
         gpt2,
-        num_memory_tokens=tokens,
+        num_memory_tokens=config["num_memory_tokens"],
         segment_length=config["segment_length"],
         carry_memory=kind != "no memory",
         associative_key_dim=config["key_dim"] if kind == "ARMT" else None,
     )
-    model = keras_rmt.models.RMTCausalLM(backbone)
-    model.compile(
-        optimizer=keras.optimizers.AdamW(
-            config["learning_rate"], weight_decay=0.01, clipnorm=1.0
-        ),
-        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy("accuracy")],
-        segment_metrics=None,
-    )
-    return model
+    causal_lm = keras_rmt.models.RMTCausalLM(backbone)
+    return example_common.compile_causal_lm(causal_lm, config["learning_rate"])
 
 
 def train(model, config, seed):
@@ -163,94 +141,49 @@ def accuracy(model, config, num_segments, seed):
     return correct / config["test_samples"]
 
 
-def plot(summary, path):
-    try:
-        import matplotlib
-    except ImportError:
-        print(f"matplotlib is not installed: {path} not drawn")
-        return
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    trained = summary["config"]["train_segments"]
-    figure, axes = plt.subplots(figsize=(6, 4))
-    for kind, by_length in summary["accuracy"].items():
-        lengths = [int(times) * trained for times in by_length]
-        axes.plot(lengths, list(by_length.values()), marker="o", label=kind)
-    axes.axhline(summary["chance"], color="grey", ls=":", label="chance")
-    axes.axvline(trained, color="grey", ls="--", label="trained length")
-    axes.set_xscale("log", base=2)
-    axes.set_ylim(0, 1.05)
-    axes.set_xlabel(
-        f"segments at evaluation ({summary['config']['segment_length']} "
-        "words each)"
-    )
-    axes.set_ylabel("accuracy")
-    axes.set_title(f"Facts in noise, trained on {trained} segments")
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-
-
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output-dir", default="paper_output")
-    parser.add_argument("--dtype-policy", default=None)
-    parser.add_argument(
-        "--set", nargs="*", default=[], metavar="KEY=VALUE",
-        help="override a setting, e.g. --set seconds=60 lengths=1,4",
-    )  # fmt: skip
-    parser.add_argument("--plot", metavar="JSON", default=None)
+    parser = example_common.parser(__doc__.splitlines()[0])
     args = parser.parse_args(argv)
-    if args.plot:
-        with open(args.plot) as file:
-            plot(json.load(file), args.plot[: -len(".json")] + ".png")
-        return None
-    config = dict(QUICK if args.quick else FULL)
-    for item in args.set:
-        key, value = item.split("=")
-        config[key] = json.loads(f"[{value}]" if key == "lengths" else value)
-    if args.dtype_policy:
-        keras.config.set_dtype_policy(args.dtype_policy)
-    start, runs, table = time.time(), {}, {}
+    config = example_common.settings(args, QUICK, FULL)
+    trained = config["train_segments"]
+    start, runs, table, curves = time.time(), {}, {}, {}
     summary = {
         "name": NAME,
-        "mode": "quick" if args.quick else "full",
+        "mode": config["mode"],
         "config": config,
         "accuracy": table,
         "chance": 1 / config["num_places"],
         "runs": runs,
         "backend": keras.backend.backend(),
         "dtype_policy": keras.config.dtype_policy().name,
+        "title": f"Facts in noise, trained on {trained} segments",
+        "xlabel": f"segments at evaluation ({config['segment_length']} "
+        "words each)",
+        "ylabel": "accuracy",
+        "curves": curves,
+        "log_x": True,
+        "marks": {"trained length": trained},
     }
-    os.makedirs(args.output_dir, exist_ok=True)
-    path = os.path.join(args.output_dir, NAME)
     for kind in MODELS:
         model = build(kind, config, args.seed)
         began = time.time()
         runs[kind] = train(model, config, args.seed)
         runs[kind]["train_seconds"] = time.time() - began
-        table[kind] = {}
+        table[kind], curves[kind] = {}, {}
         for times in config["lengths"]:
-            count = times * config["train_segments"]
+            count = times * trained
             seed = args.seed + 100 + times
-            table[kind][str(times)] = accuracy(model, config, count, seed)
-            # Written after every reading, so a run cut short keeps them.
+            value = accuracy(model, config, count, seed)
+            table[kind][str(times)] = curves[kind][str(count)] = value
             summary["seconds"] = time.time() - start
-            with open(path + ".json", "w") as file:
-                json.dump(summary, file, indent=1)
+            example_common.save_json(summary, args.output_dir)
         print(f"{kind}: {runs[kind]}", flush=True)
-    plot(summary, path + ".png")
-    words = config["train_segments"] * config["segment_length"]
-    print(f"\ntrained on {config['train_segments']} segments ({words} words)")
-    print("| length | " + " | ".join(MODELS) + " |")
-    print("| --- |" + " --- |" * len(MODELS))
-    for times in config["lengths"]:
-        cells = " | ".join(f"{table[k][str(times)]:.3f}" for k in MODELS)
-        print(f"| {times}x ({times * words} words) | {cells} |")
+    example_common.write(summary, args.output_dir)
+    words = trained * config["segment_length"]
+    print(f"\ntrained on {trained} segments ({words} words)")
+    example_common.print_markdown(
+        "length", table, lambda times: f"{times}x ({int(times) * words} words)"
+    )
     return summary
 
 

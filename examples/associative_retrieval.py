@@ -10,25 +10,24 @@ backbone reading the whole row as one segment ("full attention"); accuracy
 is `evaluate()`'s weighted accuracy on the answer; chance is 1 / values.
 
 The recipe: the backbone's weights redrawn at the model's scale (kernels
-`hidden_dim ** -0.5`, embeddings 1; keras-hub's GPT-2 draws 0.02, made for
-768-wide models, with which not even full attention left the "one of the
-row's values at random" plateau in thousands of steps), memory read through
-the backbone's own causal mask (`memory_attention="backbone"`), and the
-whole task from the first step (a curriculum's smaller rows can be answered
-without a lookup). In full mode, as many memory tokens as keys and batches
-of 256. Fresh rows every step (`keras_rmt.datasets.SegmentedDataset`).
+`hidden_dim ** -0.5`, embeddings 1, where keras-hub's GPT-2 draws 0.02 for
+768-wide models), memory read through the backbone's own causal mask
+(`memory_attention="backbone"`), and the whole task from the first step (a
+curriculum's smaller rows can be answered without a lookup). In full mode,
+as many memory tokens as keys and batches of 256. Fresh rows every step
+(`keras_rmt.datasets.SegmentedDataset`).
 
-Writes `associative_retrieval.json` and `.png` (accuracy against the number
-of segments) to `--output-dir`; the results are in docs/results.md.
+Usage: `python examples/associative_retrieval.py --quick` on a CPU (a few
+minutes a model), or without `--quick` on a GPU for the paper's 10/1 task
+over 5 segments (`--segments 5`; `examples/run_full_on_gpu.sh` runs all the
+full modes). Prints test accuracy by number of segments and writes
+`associative_retrieval.json` and `.png` to `--output-dir`; `--help` lists
+the options. The results are in docs/results.md.
 """
 
 import math
-import time
 
 import example_common
-import keras
-import keras_hub
-import numpy as np
 from tasks.associative_retrieval import associative_retrieval
 
 import keras_rmt
@@ -54,22 +53,14 @@ FULL = {
 
 def build_causal_lm(config, segment_length, carry_memory=True, seed=0):
     """A compiled `RMTCausalLM` over a small GPT-2, weights redrawn."""
-    keras.utils.set_random_seed(seed)
     num_memory_tokens = config["num_memory_tokens"]
-    gpt2 = keras_hub.models.GPT2Backbone(
+    gpt2 = example_common.small_gpt2(
+        config,
         vocabulary_size=2 + config["num_keys"] + config["num_values"],
-        num_layers=config["num_layers"],
-        num_heads=config["num_heads"],
-        hidden_dim=config["hidden_dim"],
-        intermediate_dim=4 * config["hidden_dim"],
-        dropout=0.0,
         max_sequence_length=segment_length + 2 * num_memory_tokens,
+        seed=seed,
     )
-    rng = np.random.default_rng(seed)
-    scales = {"kernel": config["hidden_dim"] ** -0.5, "embeddings": 1.0}
-    for weight in gpt2.weights:  # biases and layer norms are kept
-        if weight.name in scales:
-            weight.assign(rng.normal(0.0, scales[weight.name], weight.shape))
+    example_common.redraw_weights(gpt2, seed)
     backbone = keras_rmt.models.RMTBackbone(
         gpt2,
         num_memory_tokens=num_memory_tokens,
@@ -79,16 +70,7 @@ def build_causal_lm(config, segment_length, carry_memory=True, seed=0):
         segment_loop=config.get("segment_loop", "auto"),
     )
     causal_lm = keras_rmt.models.RMTCausalLM(backbone)
-    causal_lm.compile(
-        optimizer=keras.optimizers.AdamW(
-            config["learning_rate"], weight_decay=0.01, clipnorm=1.0
-        ),
-        weighted_metrics=[
-            keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-        ],
-        segment_metrics=None,
-    )
-    return causal_lm
+    return example_common.compile_causal_lm(causal_lm, config["learning_rate"])
 
 
 def task_rows(config, num_samples, seed):
@@ -117,32 +99,23 @@ def train_and_test(config, kind, num_segments, args):
         segment_length=segment_length,
         seed=args.seed,
     )
-    budget = {
-        "RMT": config["time_budget"],
-        "no memory": config["baseline_time_budget"],
-        "full attention": config["full_attention_time_budget"],
-    }[kind]
-    stop = example_common.TimeBudget(budget, target=config["target"])
-    start = time.time()
-    history = causal_lm.fit(
+    history, run = example_common.fit(
+        causal_lm,
         data,
+        example_common.time_budget(config, kind),
+        target=config["target"],
         validation_data=validation,
         epochs=config["epochs"],
-        callbacks=[stop],
         verbose=args.verbose,
     )
-    inputs, labels, weight = test
-    logs = causal_lm.evaluate(
-        inputs, labels, sample_weight=weight, return_dict=True, verbose=0
-    )
-    print(f"   {kind}, {num_segments} segments: {logs['accuracy']:.3f}")
+    accuracy = example_common.weighted_accuracy(causal_lm, test)
+    print(f"   {kind}, {num_segments} segments: {accuracy:.3f}")
     return {
         "segments": num_segments,
         "segment_length": segment_length,
-        "test_accuracy": logs["accuracy"],
-        "steps": len(history.history["loss"]) * config["steps_per_epoch"],
-        "stopped_because": stop.reason,
-        "train_seconds": time.time() - start,
+        "test_accuracy": accuracy,
+        "steps": len(history["loss"]) * config["steps_per_epoch"],
+        **run,
     }
 
 
@@ -160,10 +133,7 @@ def main(argv=None):
         print(f"== associative retrieval: {kind}, {count} segment(s) ==")
         run = train_and_test(config, kind, count, args)
         results.setdefault(kind, []).append(run)
-    accuracy = {
-        kind: {str(r["segments"]): r["test_accuracy"] for r in kind_runs}
-        for kind, kind_runs in results.items()
-    }
+    accuracy, curves = example_common.by_segments(results)
     pairs = config["num_pairs"]
     summary = {
         "name": "associative_retrieval",
@@ -176,17 +146,11 @@ def main(argv=None):
         "runs": results,
         "xlabel": "number of segments",
         "ylabel": "answer accuracy",
-        "curves": {
-            **accuracy,
-            "full attention": {
-                n: accuracy["full attention"]["1"] for n in accuracy["RMT"]
-            },
-        },
+        "curves": curves,
     }
-    print(f"\n{summary['title']}: test accuracy by number of segments")
-    for kind, by_count in accuracy.items():
-        row = "  ".join(f"{n}: {v:.3f}" for n, v in by_count.items())
-        print(f"  {kind:<15} {row}")
+    example_common.print_by_count(
+        f"{summary['title']}: test accuracy by number of segments", accuracy
+    )
     example_common.write(summary, args.output_dir)
     return summary
 

@@ -18,16 +18,18 @@ training accuracy reaches `grow_at` or stops improving; each batch draws
 its share from 1 to the current stage, and rows are left-padded to the
 whole task's length, so that one compiled step serves the whole curriculum.
 
-Writes `<task><source length>.json` and `.png` (accuracy against the number
-of segments) to `--output-dir`; the results are in docs/results.md.
+Usage: `python examples/copy_reverse.py --quick --task copy` on a CPU (a
+few minutes a model), or without `--quick` on a GPU for the paper's sizes
+(`--task copy --segments 6`, `--task reverse --segments 4`, `--task
+long-copy`; `examples/run_full_on_gpu.sh` runs all the full modes). Prints
+test accuracy by number of segments and writes `<task><source length>.json`
+and `.png` to `--output-dir`; `--help` lists the options. The results are
+in docs/results.md.
 """
 
 import math
-import time
 
 import example_common
-import keras
-import keras_hub
 import numpy as np
 from tasks.copy_sequence import copy_sequence
 
@@ -64,16 +66,12 @@ FULL = {
 
 def build_causal_lm(config, segment_length, carry_memory=True, seed=0):
     """A compiled `RMTCausalLM` over a small GPT-2 (no download)."""
-    keras.utils.set_random_seed(seed)
     num_memory_tokens = config["num_memory_tokens"]
-    gpt2 = keras_hub.models.GPT2Backbone(
+    gpt2 = example_common.small_gpt2(
+        config,
         vocabulary_size=config["num_symbols"] + 2,
-        num_layers=config["num_layers"],
-        num_heads=config["num_heads"],
-        hidden_dim=config["hidden_dim"],
-        intermediate_dim=4 * config["hidden_dim"],
-        dropout=0.0,
         max_sequence_length=segment_length + 2 * num_memory_tokens,
+        seed=seed,
     )
     backbone = keras_rmt.models.RMTBackbone(
         gpt2,
@@ -85,16 +83,7 @@ def build_causal_lm(config, segment_length, carry_memory=True, seed=0):
         segment_loop=config.get("segment_loop", "auto"),
     )
     causal_lm = keras_rmt.models.RMTCausalLM(backbone)
-    causal_lm.compile(
-        optimizer=keras.optimizers.AdamW(
-            config["learning_rate"], weight_decay=0.01, clipnorm=1.0
-        ),
-        weighted_metrics=[
-            keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-        ],
-        segment_metrics=None,
-    )
-    return causal_lm
+    return example_common.compile_causal_lm(causal_lm, config["learning_rate"])
 
 
 def task_rows(task, spec, config, num_samples, seed, share=1.0):
@@ -152,15 +141,7 @@ def train_and_test(task, spec, config, kind, num_segments, args):
         config, segment_length, carry_memory=kind == "RMT", seed=args.seed
     )
     data = curriculum_data(task, spec, config, num_segments, length, args.seed)
-    budget = {
-        "RMT": config["time_budget"],
-        "no memory": config["baseline_time_budget"],
-        "full attention": config.get(
-            "full_attention_time_budget", config["time_budget"]
-        ),
-    }[kind]
-    stop = example_common.TimeBudget(budget, target=config["target"])
-    callbacks = [stop]
+    callbacks = []
     if num_segments > 1:
         data.num_segments = 1
         curriculum = keras_rmt.callbacks.SegmentCurriculum(
@@ -172,27 +153,25 @@ def train_and_test(task, spec, config, kind, num_segments, args):
             verbose=1,
         )
         callbacks.append(curriculum)
-    start = time.time()
-    history = causal_lm.fit(
+    history, run = example_common.fit(
+        causal_lm,
         data,
+        example_common.time_budget(config, kind),
+        target=config["target"],
+        callbacks=callbacks,
         validation_data=validation,
         epochs=config["epochs"],
-        callbacks=callbacks,
         verbose=args.verbose,
     )
-    inputs, labels, weight = test
-    logs = causal_lm.evaluate(
-        inputs, labels, sample_weight=weight, return_dict=True, verbose=0
-    )
-    print(f"   {kind}, {num_segments} segments: {logs['accuracy']:.3f}")
+    accuracy = example_common.weighted_accuracy(causal_lm, test)
+    print(f"   {kind}, {num_segments} segments: {accuracy:.3f}")
     return {
         "segments": num_segments,
         "segment_length": segment_length,
-        "test_accuracy": logs["accuracy"],
-        "epochs_run": len(history.history["loss"]),
-        "segments_by_epoch": history.history.get("num_segments"),
-        "stopped_because": stop.reason,
-        "train_seconds": time.time() - start,
+        "test_accuracy": accuracy,
+        "epochs_run": len(history["loss"]),
+        "segments_by_epoch": history.get("num_segments"),
+        **run,
     }
 
 
@@ -218,10 +197,7 @@ def main(argv=None):
             print(f"== {task}: {kind}, {count} segment(s) ==")
             run = train_and_test(task, spec, config, kind, count, args)
             results.setdefault(kind, []).append(run)
-        accuracy = {
-            kind: {str(r["segments"]): r["test_accuracy"] for r in kind_runs}
-            for kind, kind_runs in results.items()
-        }
+        accuracy, curves = example_common.by_segments(results)
         summary = {
             "name": f"{task}{spec['source']}",
             "title": f"{task} {spec['source']}/{spec['target']} tokens",
@@ -231,18 +207,12 @@ def main(argv=None):
             "runs": results,
             "xlabel": "number of segments",
             "ylabel": "target token accuracy",
-            # Full attention reads one segment: drawn level across N.
-            "curves": {
-                **accuracy,
-                "full attention": {
-                    n: accuracy["full attention"]["1"] for n in accuracy["RMT"]
-                },
-            },
+            "curves": curves,
         }
-        print(f"\n{summary['title']}: test accuracy by number of segments")
-        for kind, by_count in accuracy.items():
-            row = "  ".join(f"{n}: {v:.3f}" for n, v in by_count.items())
-            print(f"  {kind:<15} {row}")
+        example_common.print_by_count(
+            f"{summary['title']}: test accuracy by number of segments",
+            accuracy,
+        )
         example_common.write(summary, args.output_dir)
         summaries[task] = summary
     return summaries

@@ -23,23 +23,25 @@ seeds than validation's. The same model without carried memory ("no
 memory") is the baseline; full attention is left out, as its position
 table cannot reach past the training length.
 
-Writes `facts_in_noise.json` and `.png` (accuracy against the number of
-segments) to `--output-dir`; the results are in docs/results.md.
+Usage: `python examples/facts_in_noise.py --quick` on a CPU (5 minutes a
+model), or without `--quick` on a GPU for the full sizes
+(`examples/run_full_on_gpu.sh` runs all the full modes). Prints test
+accuracy by number of segments and writes `facts_in_noise.json` and `.png`
+to `--output-dir`; `--help` lists the options. The results are in
+docs/results.md.
 """
 
 import time
 
 import example_common
 import keras
-import keras_hub
-import numpy as np
 from tasks.facts_in_noise import VOCABULARY, facts_in_noise
 
 import keras_rmt
 
 # Quick mode redraws the backbone's weights at the model's scale and carries
-# 2 memory tokens (with keras-hub's 0.02 and 4 tokens it read 32 segments
-# worse on a CPU).
+# 2 memory tokens: docs/results.md compares it with keras-hub's weights and
+# 4 tokens.
 QUICK = {
     "segment_length": 24, "num_facts": 3, "num_people": 1, "num_places": 6,
     "num_memory_tokens": 2, "hidden_dim": 64, "num_layers": 2,
@@ -60,25 +62,17 @@ FULL = {
 
 def build_causal_lm(config, carry_memory=True, segment_loop=None, seed=0):
     """A compiled `RMTCausalLM` over a small GPT-2 (no download)."""
-    keras.utils.set_random_seed(seed)
     num_memory_tokens = config["num_memory_tokens"]
-    gpt2 = keras_hub.models.GPT2Backbone(
+    gpt2 = example_common.small_gpt2(
+        config,
         vocabulary_size=len(VOCABULARY),
-        num_layers=config["num_layers"],
-        num_heads=config["num_heads"],
-        hidden_dim=config["hidden_dim"],
-        intermediate_dim=4 * config["hidden_dim"],
-        dropout=0.0,
         max_sequence_length=config["segment_length"] + 2 * num_memory_tokens,
+        seed=seed,
     )
-    rng = np.random.default_rng(seed)
-    scales = {
-        "kernel": config.get("kernel_stddev"),
-        "embeddings": config.get("embedding_stddev"),
-    }
-    for weight in gpt2.weights:  # biases and layer norms are kept
-        if scales.get(weight.name) is not None:
-            weight.assign(rng.normal(0.0, scales[weight.name], weight.shape))
+    if config.get("kernel_stddev"):
+        example_common.redraw_weights(
+            gpt2, seed, config["kernel_stddev"], config["embedding_stddev"]
+        )
     backbone = keras_rmt.models.RMTBackbone(
         gpt2,
         num_memory_tokens=num_memory_tokens,
@@ -88,16 +82,7 @@ def build_causal_lm(config, carry_memory=True, segment_loop=None, seed=0):
         segment_loop=segment_loop or config.get("segment_loop", "auto"),
     )
     causal_lm = keras_rmt.models.RMTCausalLM(backbone)
-    causal_lm.compile(
-        optimizer=keras.optimizers.AdamW(
-            config["learning_rate"], weight_decay=0.01, clipnorm=1.0
-        ),
-        weighted_metrics=[
-            keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-        ],
-        segment_metrics=None,
-    )
-    return causal_lm
+    return example_common.compile_causal_lm(causal_lm, config["learning_rate"])
 
 
 def main(argv=None):
@@ -162,22 +147,21 @@ def main(argv=None):
             patience=3,
             verbose=1,
         )
-        budget = config[
-            "time_budget" if kind == "RMT" else "baseline_time_budget"
-        ]
-        callbacks = [curriculum, example_common.TimeBudget(budget)]
+        callbacks = [curriculum]
         if select:
             keep_best = keras.callbacks.EarlyStopping(
                 patience=config["epochs"], restore_best_weights=True
             )
             callbacks.append(keep_best)
-        history = causal_lm.fit(
+        history, _ = example_common.fit(
+            causal_lm,
             data,
+            example_common.time_budget(config, kind),
+            callbacks=callbacks,
             validation_data=validation,
             epochs=config["epochs"],
-            callbacks=callbacks,
             verbose=args.verbose,
-        ).history
+        )
         runs[kind] = {
             "val_loss": history["val_loss"],
             "segments_by_epoch": curriculum.history,
@@ -192,15 +176,10 @@ def main(argv=None):
             causal_lm = reader
         accuracy[kind] = {}
         for count in args.eval_segments:
-            inputs, labels, weight = rows(
-                config["test_samples"], count, args.seed + 100 + count
-            )
-            logs = causal_lm.evaluate(
-                inputs, labels, sample_weight=weight, return_dict=True,
-                batch_size=128, verbose=0,
-            )  # fmt: skip
-            accuracy[kind][str(count)] = logs["accuracy"]
-            print(f"   {count:>3} segments: {logs['accuracy']:.3f}")
+            test = rows(config["test_samples"], count, args.seed + 100 + count)
+            value = example_common.weighted_accuracy(causal_lm, test, 128)
+            accuracy[kind][str(count)] = value
+            print(f"   {count:>3} segments: {value:.3f}")
     summary = {
         "name": "facts_in_noise",
         "title": "Where is Mary? Facts hidden in noise",
@@ -215,10 +194,10 @@ def main(argv=None):
         "ylabel": "answer accuracy",
         "curves": accuracy,
     }
-    print(f"\nfacts in noise, trained up to {args.train_segments} segments")
-    for kind, by_count in accuracy.items():
-        row = "  ".join(f"{n}: {v:.3f}" for n, v in by_count.items())
-        print(f"  {kind:<10} {row}")
+    example_common.print_by_count(
+        f"facts in noise, trained up to {args.train_segments} segments",
+        accuracy,
+    )
     example_common.write(summary, args.output_dir)
     return summary
 

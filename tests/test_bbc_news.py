@@ -3,7 +3,7 @@ import sys
 
 import numpy as np
 import pytest
-from tasks.bbc_news import bbc_news
+from tasks.bbc_news import bbc_news, bbc_news_articles
 
 pytestmark = pytest.mark.backend_independent
 
@@ -89,3 +89,17 @@ def test_bad_split_is_named():
 def test_too_short_split_is_named():
     with pytest.raises(ValueError, match="Received: sequence_length=64"):
         bbc_news(64, split="validation", max_bytes=64)
+
+
+def test_articles_are_the_corpus_texts_with_their_categories(articles):
+    texts, labels = bbc_news_articles("train")
+    held_out, held_out_labels = bbc_news_articles("validation")
+    assert (len(texts), len(held_out)) == (2002, 223)  # the last tenth
+    assert texts + held_out == [text for _, text in articles]
+    all_labels = np.concatenate([labels, held_out_labels])
+    assert [CATEGORIES[i] for i in all_labels] == [c for c, _ in articles]
+
+
+def test_articles_bad_split_is_named():
+    with pytest.raises(ValueError, match="Received: split='test'"):
+        bbc_news_articles("test")

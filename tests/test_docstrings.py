@@ -11,7 +11,7 @@ import keras_hub
 import numpy as np
 import pytest
 from tasks.associative_retrieval import associative_retrieval
-from tasks.bbc_news import bbc_news
+from tasks.bbc_news import bbc_news, bbc_news_articles
 from tasks.copy_sequence import copy_sequence
 from tasks.facts_in_noise import facts_in_noise
 from tasks.first_token_recall import first_token_recall
@@ -31,6 +31,7 @@ PUBLIC = [
     facts_in_noise,
     python_docs,
     bbc_news,
+    bbc_news_articles,
     keras_rmt.datasets.vary_n_segments,
     keras_rmt.datasets.SegmentedDataset,
     keras_rmt.callbacks.SegmentCurriculum,
@@ -54,6 +55,7 @@ BACKEND_INDEPENDENT = {
     "facts_in_noise",
     "python_docs",
     "bbc_news",
+    "bbc_news_articles",
     "vary_n_segments",
     "SegmentedDataset",
     "RMTCausalLMPreprocessor",

@@ -149,6 +149,66 @@ def test_language_modelling_writes_perplexity_by_segment(
 
 
 @ON_TORCH_ONLY
+def test_text_classification_fits_raw_strings_through_a_local_preset(
+    tmp_path, capsys, monkeypatch
+):
+    out = _run(
+        "text_classification.py", tmp_path, capsys, monkeypatch,
+        "--set", "segment_length=8", "num_segments=2",
+    )  # fmt: skip
+    written = _written(tmp_path, "text_classification")
+    accuracy = written["test_accuracy"]
+    kinds = ["RMT", "no memory", "full attention"]
+    assert list(accuracy) == kinds
+    assert written["test_articles"] == 8  # the smoke test's test_samples
+    assert written["chance"] == 0.2  # five categories
+    cells = " | ".join(f"{accuracy[kind]:.3f}" for kind in kinds)
+    assert f"| test accuracy | {cells} |" in out.splitlines()
+    # The classifiers came from a preset holding a BERT and the WordPiece
+    # vocabulary built from the articles: reserved tokens, then pieces.
+    preset = tmp_path / "bert_preset"
+    assert json.loads((preset / "config.json").read_text())["class_name"] == (
+        "BertBackbone"
+    )
+    vocabulary = preset / "assets" / "tokenizer" / "vocabulary.txt"
+    words = vocabulary.read_text().split()
+    assert len(words) == written["vocabulary_size"] == 2000
+    assert words[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    assert "##e" in words and "the" in words
+
+
+@pytest.mark.backend_independent
+def test_set_names_a_setting_the_example_does_not_have(
+    tmp_path, capsys, monkeypatch
+):
+    with pytest.raises(SystemExit, match="Received: nope=1; settings: "):
+        _run(
+            "associative_capacity.py", tmp_path, capsys, monkeypatch,
+            "--quick", "--set", "nope=1", smoke=False,
+        )  # fmt: skip
+
+
+@pytest.mark.backend_independent
+def test_plot_draws_an_earlier_run_and_trains_nothing(
+    tmp_path, capsys, monkeypatch
+):
+    earlier = {
+        "name": "earlier", "title": "t", "xlabel": "x", "ylabel": "y",
+        "curves": {"RMT": {"2": 0.5, "4": 0.25}}, "chance": 0.1,
+        "log_x": True, "marks": {"trained length": 2},
+    }  # fmt: skip
+    (tmp_path / "earlier.json").write_text(json.dumps(earlier))
+    with pytest.raises(SystemExit) as exit:
+        _run(
+            "associative_extrapolation.py", tmp_path, capsys, monkeypatch,
+            "--plot", str(tmp_path / "earlier.json"), smoke=False,
+        )  # fmt: skip
+    assert exit.value.code == 0
+    assert (tmp_path / "earlier.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "associative_extrapolation.json").exists()
+
+
+@ON_TORCH_ONLY
 def test_streaming_example_matches_one_serve_call(tmp_path):
     import serve_streaming
 

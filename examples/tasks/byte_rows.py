@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .checks import check_positive_integer
+from .checks import check_positive_integer, check_split
 
 VOCABULARY_SIZE = 257  # byte values + 1; 0 is padding
 
@@ -17,18 +17,32 @@ def byte_rows(
 ):
     """Rows of byte ids (byte value + 1; 0 is padding) and next-byte labels.
 
-    `read_text()` gives the corpus; it is called once the arguments are
-    checked, so a bad argument fails before any reading. The last
-    `validation_fraction` of its UTF-8 bytes is the `"validation"` split,
-    the rest the `"train"` split. A row starts every `stride` bytes (by
-    default `sequence_length`: rows do not overlap); bytes after the last
-    whole row are left out.
+    The shared core of the text corpora (`tasks.bbc_news`,
+    `tasks.python_docs`): `read_text()` gives the corpus; it is called once
+    the arguments are checked, so a bad argument fails before any reading.
+    The last `validation_fraction` of its UTF-8 bytes is the `"validation"`
+    split, the rest the `"train"` split. A row starts every `stride` bytes;
+    bytes after the last whole row are left out.
+
+    Args:
+        read_text: callable. Returns the corpus as a string.
+        sequence_length: int. Tokens per row.
+        split: `"train"` or `"validation"`. Defaults to `"train"`.
+        validation_fraction: float. Share of the bytes held out. Defaults
+            to `0.1`.
+        max_bytes: int or None. Use at most this many bytes of the split.
+            Defaults to `None`: all of it.
+        stride: int or None. Bytes between the starts of two rows; less
+            than `sequence_length` gives overlapping rows (more rows to
+            train on). Defaults to `None`: `sequence_length`, rows that do
+            not overlap.
+
+    Returns:
+        `(inputs, labels)`: a dict with `"token_ids"` and `"padding_mask"`
+        (int32, `(rows, sequence_length)`) and next-byte labels (int32,
+        same shape).
     """
-    if split not in ("train", "validation"):
-        raise ValueError(
-            "`split` must be 'train' or 'validation'. "
-            f"Received: split={split!r}"
-        )
+    check_split(split, validation_fraction)
     check_positive_integer("sequence_length", sequence_length)
     if not 0 < validation_fraction < 1:
         raise ValueError(
