@@ -57,7 +57,8 @@ def test_rmt_preset_takes_a_new_segment_loop_only(causal_lm_preset):
     )
     with pytest.raises(
         ValueError,
-        match=r"cannot be given again \(only \['segment_loop', 'remat'\] "
+        match=r"cannot be given again \(only \['segment_loop', 'scan_unroll', "
+        r"'remat'\] "
         r"can\). Received: \{'segment_length': 8\}",
     ):
         keras_rmt.models.RMTCausalLM.from_preset(preset, segment_length=8)
