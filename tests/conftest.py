@@ -51,6 +51,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import keras_rmt  # noqa: E402
+from keras_rmt.backend.compiled import jax_jit_reading_weights  # noqa: E402
 
 # The examples are tested through their own functions.
 sys.path.insert(
@@ -179,16 +180,7 @@ def jitted_on_jax(layer, function):
     """
     if keras.backend.backend() != "jax":
         return function
-    import jax
-
-    variables = layer.variables
-
-    @jax.jit
-    def pure(values, *args):
-        with keras.StatelessScope(state_mapping=zip(variables, values)):
-            return function(*args)
-
-    return lambda *args: pure([v.value for v in variables], *args)
+    return jax_jit_reading_weights(layer, function)
 
 
 @pytest.fixture(autouse=True)

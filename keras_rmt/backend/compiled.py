@@ -21,16 +21,7 @@ def compile_for_inference(layer, function):
     """
     backend = keras.backend.backend()
     if backend == "jax":
-        import jax
-
-        variables = layer.variables
-
-        @jax.jit
-        def pure(values, *args):
-            with keras.StatelessScope(state_mapping=zip(variables, values)):
-                return function(*args)
-
-        return lambda *args: pure([v.value for v in variables], *args)
+        return jax_jit_reading_weights(layer, function)
     if backend == "tensorflow":
         import tensorflow as tf
 
@@ -40,3 +31,21 @@ def compile_for_inference(layer, function):
 
         return torch.no_grad()(function)
     return function
+
+
+def jax_jit_reading_weights(layer, function):
+    """`function`, which reads `layer`'s variables, jitted on JAX.
+
+    The variables' current values are passed in at every call, so later
+    weight updates are seen without recompiling.
+    """
+    import jax
+
+    variables = layer.variables
+
+    @jax.jit
+    def pure(values, *args):
+        with keras.StatelessScope(state_mapping=zip(variables, values)):
+            return function(*args)
+
+    return lambda *args: pure([v.value for v in variables], *args)

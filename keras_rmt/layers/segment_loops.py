@@ -40,7 +40,8 @@ SEGMENT_LOOPS = ("auto", "unrolled", "scan")
 AUTO_LOOPS = (
     # backend, training, least segments, loop, scan_unroll
     # JAX (H200, GPT-2-small, 8 segments): the unrolled loop is faster but
-    # its first call takes 54-119 s; 2 or 4 segments an iteration gain 1%.
+    # its first call takes 50-108 s; 2 or 4 segments an iteration gain
+    # nothing (within 3%) and compile longer.
     ("jax", None, 2, "scan", 1),
     # TensorFlow cannot differentiate its scan through keras-hub layers
     # under XLA; torch runs any loop eagerly, one segment after another.
