@@ -18,9 +18,6 @@ from keras_rmt.export.streaming import (
     carried_shape,
     find_recurrent_segments,
 )
-from keras_rmt.layers.associative_recurrent_segments import (
-    AssociativeRecurrentSegments,
-)
 from keras_rmt.version import __version__
 
 EXPORT_BACKENDS = ("tensorflow", "jax")
@@ -210,7 +207,7 @@ def _saveable(tf, model):
         archive, "serve_segment", partial(_serve, model, rmt), segment_specs
     )
 
-    initial = keras.ops.convert_to_numpy(_initial_memory(rmt))[0]
+    initial = keras.ops.convert_to_numpy(rmt.initial_memory(1))[0]
     root = tf.Module()
     root.model_variables = list(archive.variables)
     root.initial_memory_value = tf.Variable(
@@ -255,13 +252,6 @@ def _saveable(tf, model):
     }
     signatures["serving_default"] = signatures["serve"]
     return root, signatures
-
-
-def _initial_memory(rmt):
-    """The memory that starts a stream, for one row."""
-    if isinstance(rmt, AssociativeRecurrentSegments):
-        return rmt.initial_state(1)  # An empty associative state.
-    return rmt.memory(keras.ops.zeros((1, 1, rmt.hidden_dim)))
 
 
 def _check_target(path, overwrite):

@@ -156,8 +156,13 @@ class AssociativeRecurrentSegments(RecurrentSegments):
         features = self.associative_memories[0].key_features
         return (len(self._blocks) * features, self.hidden_dim + 1)
 
-    def initial_state(self, batch_size):
-        """An empty associative state for `batch_size` rows."""
+    def initial_memory(self, batch_size):
+        """An empty associative state for `batch_size` rows.
+
+        The memory a stream starts from, `(batch_size, *state_shape)` in
+        `memory_dtype`: zeros, the paper's start (the memory tokens are
+        part of each segment's input instead).
+        """
         return ops.zeros((batch_size, *self.state_shape), self.memory_dtype)
 
     @property
@@ -246,11 +251,7 @@ class AssociativeRecurrentSegments(RecurrentSegments):
         inputs = dict(inputs)
         memory = inputs.pop("memory", None)
         token_ids, padding_mask, extras, _ = super()._unpack(inputs)
-        if memory is None:
-            memory = self.initial_state(ops.shape(token_ids)[0])
-        elif len(memory.shape) != 3 or tuple(memory.shape[1:]) != (
-            self.state_shape
-        ):
+        if memory is not None and tuple(memory.shape[1:]) != (self.state_shape):
             raise ValueError(
                 "inputs['memory'] must be an associative state of shape "
                 f"(batch_size, {self.state_shape[0]}, {self.state_shape[1]}). "

@@ -442,11 +442,21 @@ class RecurrentSegments(keras.layers.Layer):
         """The dtype of the carried memory: the backbone's compute dtype."""
         return self._body.compute_dtype
 
+    def initial_memory(self, batch_size):
+        """The memory a stream starts from, for `batch_size` rows.
+
+        The learned memory tokens, `(batch_size, num_memory_tokens,
+        hidden_dim)` in `memory_dtype`: what `call`, `stream` and `infer`
+        read first when given no memory, and what generation and the
+        exported `initial_memory` signature start from.
+        """
+        hidden = ops.zeros((batch_size, 1, self.hidden_dim))
+        return ops.cast(self.memory(hidden), self.memory_dtype)
+
     def _start_memory(self, token_ids, memory):
-        """The memory given, else the learned one, in `memory_dtype`."""
+        """The memory given, else `initial_memory`, in `memory_dtype`."""
         if memory is None:
-            batch = ops.shape(token_ids)[0]
-            memory = self.memory(ops.zeros((batch, 1, self.hidden_dim)))
+            return self.initial_memory(ops.shape(token_ids)[0])
         return ops.cast(memory, self.memory_dtype)
 
     def _aligned_streams(self, token_ids, padding_mask, extras):

@@ -582,11 +582,7 @@ class RMTCausalLM(TokenDatasetFit, SavedModelExport, keras_hub.models.CausalLM):
         return isinstance(layer, AssociativeRecurrentSegments)
 
     def _initial_memory(self, batch):
-        if self._is_associative():
-            return self.backbone.recurrent_segments.initial_state(batch)
-        hidden = ops.zeros((batch, 1, self.backbone.hidden_dim))
-        memory = self.backbone.memory(hidden)
-        return ops.cast(memory, self.backbone.recurrent_segments.memory_dtype)
+        return self.backbone.recurrent_segments.initial_memory(batch)
 
     # === Scoring ===
 
