@@ -101,6 +101,8 @@ def _backbone(config, max_sequence_length):
     import keras
     import keras_hub
 
+    from keras_rmt.utils import keras_hub_internals
+
     backbone = keras_hub.models.GPT2Backbone(
         vocabulary_size=config["vocabulary_size"],
         num_layers=config["num_layers"],
@@ -113,7 +115,7 @@ def _backbone(config, max_sequence_length):
     if config.get("no_attention_dropout"):
         # Ablation (changes the model): no attention-probability dropout,
         # the other dropouts kept. What a free attention dropout would buy.
-        for layer in backbone._flatten_layers():
+        for layer in keras_hub_internals.sublayers(backbone):
             if isinstance(layer, keras.layers.MultiHeadAttention):
                 layer._dropout = 0.0
     return backbone

@@ -6,6 +6,11 @@ from keras_rmt.layers.associative_recurrent_segments import (
     AssociativeRecurrentSegments,
 )
 from keras_rmt.layers.recurrent_segments import RecurrentSegments
+from keras_rmt.utils.keras_hub_internals import (
+    is_functional,
+    producing_layer,
+    run_graph,
+)
 
 
 def streaming_model(model, memory_input=True):
@@ -106,7 +111,7 @@ def streaming_model(model, memory_input=True):
     def call(layer, *args, **kwargs):
         if layer is rmt:
             return feed(layer, *args, **kwargs)
-        if _is_functional(layer) and _holds(layer, rmt):
+        if is_functional(layer) and _holds(layer, rmt):
             return _replay(layer, args[0], call)
         return layer(*args, **kwargs)
 
@@ -162,7 +167,7 @@ class MemoryFeed:
 def find_recurrent_segments(model):
     """The one `RecurrentSegments` layer of `model`, nested models included."""
     found = list(_recurrent_segments(model))
-    if len(found) != 1 or not _is_functional(model):
+    if len(found) != 1 or not is_functional(model):
         raise ValueError(
             "Streaming and export need a functional keras.Model holding "
             "exactly one keras_rmt.layers.RecurrentSegments layer. Received: "
@@ -185,26 +190,14 @@ def _holds(layer, rmt):
     return any(found is rmt for found in _recurrent_segments(layer))
 
 
-def _is_functional(layer):
-    # Functional models (keras-hub tasks and backbones included) keep their
-    # graph; subclassed models only have Python code in `call`.
-    return isinstance(layer, keras.Model) and hasattr(layer, "_nodes_by_depth")
-
-
 def _replay(model, inputs, call):
-    """Runs `model`'s graph on `inputs`, calling every layer through `call`.
-
-    The graph walk of `keras.models.clone_model(..., call_function=...)`,
-    without building a model at the end: that model would lack the memory
-    input, which is not one of `model`'s inputs.
-    """
-    return model._run_through_graph(
-        model._standardize_inputs(inputs), call_fn=call
-    )
+    # No model is built from the replayed graph: it would lack the memory
+    # input, which is not one of `model`'s inputs.
+    return run_graph(model, inputs, call)
 
 
 def _is_optional(tensor):
-    return getattr(tensor._keras_history.operation, "optional", False)
+    return getattr(producing_layer(tensor), "optional", False)
 
 
 def _named(structure, flat):

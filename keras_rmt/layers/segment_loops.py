@@ -27,6 +27,7 @@ from keras import ops
 
 from keras_rmt.backend.compiled import compile_for_inference
 from keras_rmt.utils.checks import check_positive_integer
+from keras_rmt.utils.keras_hub_internals import forget_losses
 
 SEGMENT_LOOPS = ("auto", "unrolled", "scan")
 
@@ -372,9 +373,7 @@ class _LossCollectingScope(keras.StatelessScope):
             self.total_loss = self.total_loss + ops.cast(
                 ops.sum(loss), "float32"
             )
-        ids = {id(loss) for loss in losses}
-        for layer in self.layer._flatten_layers():
-            layer._loss_ids.difference_update(ids)
+        forget_losses(self.layer, losses)
 
 
 class _RematStep:
