@@ -79,6 +79,11 @@ def settings(args, quick, full):
             )
         if value is not None:
             chosen[name] = value
+    if args.smoke_test or args.epochs is not None:
+        # The smoke test's epochs, or `--epochs`, count for every model.
+        for name in ("baseline_epochs", "full_attention_epochs"):
+            if name in chosen:
+                chosen[name] = chosen["epochs"]
     for item in args.set:
         key, value = item.split("=", 1)
         if key not in chosen:
@@ -156,7 +161,8 @@ def time_budget(config, kind):
     """Seconds of training for a model of `kind`.
 
     `time_budget` for the RMT, `baseline_time_budget` for "no memory",
-    `full_attention_time_budget` (by default the RMT's) for full attention.
+    `full_attention_time_budget` (by default the RMT's) for full attention;
+    None: no limit.
     """
     return {
         "RMT": config["time_budget"],
@@ -164,6 +170,21 @@ def time_budget(config, kind):
         "full attention": config.get(
             "full_attention_time_budget", config["time_budget"]
         ),
+    }[kind]
+
+
+def epochs(config, kind):
+    """Epochs of training (of `steps_per_epoch` steps) for a model of `kind`.
+
+    `epochs` for the RMT; `baseline_epochs` for "no memory" and
+    `full_attention_epochs` for full attention, each by default `epochs`.
+    Quick modes count steps rather than seconds, so that what a model
+    learns does not depend on the machine's load.
+    """
+    return {
+        "RMT": config["epochs"],
+        "no memory": config.get("baseline_epochs", config["epochs"]),
+        "full attention": config.get("full_attention_epochs", config["epochs"]),
     }[kind]
 
 

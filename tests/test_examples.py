@@ -92,6 +92,10 @@ def test_copy_reverse_writes_accuracy_by_segments_and_plot(
     # 4 symbols read, 8 written: rows of 12 tokens, 6 a segment.
     assert written["runs"]["RMT"][0]["segment_length"] == 6
     assert written["runs"]["full attention"][0]["segment_length"] == 12
+    # The smoke test's one epoch counts for every model, the quick mode's
+    # `baseline_epochs` included.
+    for kind in accuracy:
+        assert written["runs"][kind][0]["epochs_run"] == 1
     for kind, by_count in accuracy.items():
         assert _printed_row(out, kind) == _rounded(by_count)
 
