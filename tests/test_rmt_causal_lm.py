@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from conftest import (
     VOCABULARY_SIZE,
+    build_optimizer,
     make_backbone,
     make_rmt_backbone,
     numpy,
@@ -90,6 +91,7 @@ def test_fit_with_a_labels_mask_trains_the_answer_tokens_only():
     weights[:, -1] = 1.0
     causal_lm = _causal_lm()
     causal_lm.compile(optimizer=keras.optimizers.Adam(1e-2), segment_metrics=3)
+    build_optimizer(causal_lm)
     history = causal_lm.fit(
         inputs,
         labels,
@@ -227,6 +229,7 @@ def test_train_memory_only_changes_memory_and_nothing_else():
         make_rmt_backbone("gpt2", train_memory_only=True)
     )
     causal_lm.compile(optimizer=keras.optimizers.Adam(1e-2))
+    build_optimizer(causal_lm)
     before = [numpy(w) for w in causal_lm.backbone.backbone.weights]
     memory_before = numpy(causal_lm.backbone.memory.memory)
     batch = random_batch(4, 9)
@@ -323,6 +326,7 @@ def test_fit_predict_evaluate_and_generate_from_raw_strings(
     )
     texts = _texts(16, seed=0)
     causal_lm.compile(optimizer=keras.optimizers.Adam(1e-2))
+    build_optimizer(causal_lm)
     history = causal_lm.fit(texts, batch_size=8, epochs=3, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0] - 0.5
 

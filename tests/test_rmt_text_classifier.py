@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from conftest import (
     backbone_inputs,
+    build_optimizer,
     make_backbone,
     make_rmt_backbone,
     numpy,
@@ -95,6 +96,7 @@ def test_fit_lowers_the_loss_and_evaluate_reports_the_last_segment(
     inputs, labels = first_token_recall(32, num_keys=4, seed=0)
     classifier = _classifier("gpt2", num_classes=4, segment_loss=segment_loss)
     classifier.compile(optimizer=keras.optimizers.Adam(1e-2))
+    build_optimizer(classifier)
     history = classifier.fit(
         inputs, labels, batch_size=16, epochs=3, verbose=0
     ).history
@@ -197,6 +199,7 @@ def test_fit_predict_evaluate_from_raw_strings(tmp_path, wordpiece_tokenizer):
     x, _ = preprocessor(texts[:1], labels[:1])
     assert numpy(x["token_ids"]).shape == (1, 15)
     classifier.compile(optimizer=keras.optimizers.Adam(1e-2))
+    build_optimizer(classifier)
     history = classifier.fit(texts, labels, batch_size=8, epochs=4, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
 

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from conftest import make_rmt, make_rmt_backbone, numpy
+from conftest import build_optimizer, make_rmt, make_rmt_backbone, numpy
 
 import keras_rmt
 from keras_rmt.datasets import SegmentedDataset
@@ -162,6 +162,7 @@ def _assert_fits_on_growing_segments(task, make_batch):
         data, max_segments=2, schedule=[1, 2]
     )
     task.compile(optimizer="adam")
+    build_optimizer(task)
     history = task.fit(data, epochs=2, callbacks=[curriculum], verbose=0)
     assert history.history["num_segments"] == [1, 2]
     assert np.isfinite(history.history["loss"]).all()

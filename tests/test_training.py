@@ -1,12 +1,12 @@
 import keras
 import numpy as np
 from check_weights_under_backend import recall_model
-from conftest import random_batch
+from conftest import build_optimizer, random_batch
 from tasks.first_token_recall import first_token_recall
 
 
 def _fit_recall(carry_memory):
-    model = recall_model(carry_memory)
+    model = build_optimizer(recall_model(carry_memory))
     model.fit(
         *first_token_recall(2048, seed=0), batch_size=64, epochs=6, verbose=0
     )
@@ -38,7 +38,7 @@ class _VaryingLengths(keras.utils.PyDataset):
 
 
 def test_fit_and_predict_on_batches_of_different_lengths():
-    model = recall_model()
+    model = build_optimizer(recall_model())
     history = model.fit(_VaryingLengths(), epochs=3, verbose=0)
     losses = history.history["loss"]
     assert losses[-1] < losses[0]

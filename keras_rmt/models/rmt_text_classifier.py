@@ -65,8 +65,8 @@ class RMTTextClassifier(
     )
     classifier = keras_rmt.models.RMTTextClassifier(backbone, num_classes=3)
     x = {
-        "token_ids": np.ones((2, 40), "int32"),
-        "padding_mask": np.ones((2, 40), "int32"),
+        "token_ids": np.ones((2, 16), "int32"),
+        "padding_mask": np.ones((2, 16), "int32"),
     }
     classifier.predict(x, verbose=0).shape  # (2, 3)
     classifier.fit(x, np.array([0, 2]), verbose=0)
