@@ -23,7 +23,10 @@ def armt_backbone(family="gpt2"):
 
 @pytest.fixture(scope="module")
 def armt_lm():
-    return keras_rmt.models.RMTCausalLM(armt_backbone())
+    # Compiled once: `compile()` drops the traced `predict` and `generate`.
+    causal_lm = keras_rmt.models.RMTCausalLM(armt_backbone())
+    causal_lm.compile(sampler="greedy")
+    return causal_lm
 
 
 def logits_of(model, inputs):
@@ -133,7 +136,6 @@ def test_greedy_generation_carries_the_state_across_segments(armt_lm):
     # Causal within a segment, state from whole segments before it: each
     # greedy token is the argmax of one full pass over the final output.
     # Prompts of 3 and 6 grown to 14: three segment boundaries.
-    armt_lm.compile(sampler="greedy")
     prompt = random_batch(2, 14, seed=4, lengths=[3, 6])
     with pytest.warns(UserWarning, match="associative memory .ARMT. has no"):
         output = numpy(armt_lm.generate(prompt, stop_token_ids=None))
@@ -162,7 +164,6 @@ def test_greedy_generation_carries_the_state_across_segments(armt_lm):
 
 
 def test_generation_memory_continues_a_stream(armt_lm):
-    armt_lm.compile(sampler="greedy")
     prompt = random_batch(1, 8, seed=6)
     layer = armt_lm.backbone.recurrent_segments
     _, state = armt_lm.generate(prompt, stop_token_ids=None, return_memory=True)

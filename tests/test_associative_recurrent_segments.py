@@ -206,10 +206,18 @@ def test_keras_file_round_trip_gives_identical_outputs(tmp_path):
     inputs = text_inputs()
     armt = make_armt("gpt2", bptt_depth=1)
     model = keras.Model(inputs, armt(inputs))
+    # TensorFlow would trace each model's graph for `predict` (10 s of the
+    # test's 14): both run eagerly there. JAX's compiled predict costs less
+    # than its op-by-op call, and the reloaded model's reuses the compiled
+    # code. Compiled predicts of an associative model on every backend:
+    # test_associative_models.py.
+    eager = keras.backend.backend() == "tensorflow"
+    model.run_eagerly = eager
     batch = random_batch(2, 11, lengths=[11, 6])
     expected = model.predict(batch, verbose=0)
     model.save(tmp_path / "armt.keras")
     restored = keras.saving.load_model(tmp_path / "armt.keras")
+    restored.run_eagerly = eager
     layer = restored.get_layer(armt.name)
     assert isinstance(layer, keras_rmt.layers.AssociativeRecurrentSegments)
     assert (layer.key_dim, layer.bptt_depth) == (KEY_DIM, 1)
