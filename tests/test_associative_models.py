@@ -21,6 +21,27 @@ def armt_backbone(family="gpt2"):
     return backbone
 
 
+@pytest.fixture(scope="module")
+def armt_lm():
+    # Compiled once: `compile()` drops the traced `predict` and `generate`.
+    causal_lm = keras_rmt.models.RMTCausalLM(armt_backbone())
+    causal_lm.compile(sampler="greedy")
+    return causal_lm
+
+
+def logits_of(model, inputs):
+    """`model.predict(inputs)` as a reference, traced only where it pays.
+
+    TensorFlow traces a graph per model and input shape (4-5 s for these
+    models) where an eager call takes under 1 s; JAX's compiled `predict`
+    costs less than its op-by-op call. test_causal_lm_logits_and_round_trip
+    checks the compiled `predict` against the eager call on every backend.
+    """
+    if keras.backend.backend() == "tensorflow":
+        return numpy(model(inputs))
+    return model.predict(inputs, verbose=0)
+
+
 def test_backbone_reads_a_stream_in_pieces_as_at_once():
     backbone = armt_backbone()
     layer = backbone.recurrent_segments
@@ -38,8 +59,10 @@ def test_backbone_reads_a_stream_in_pieces_as_at_once():
     assert whole["memory"].shape == (2, *layer.state_shape)
 
 
-def test_causal_lm_logits_and_round_trip(tmp_path):
-    causal_lm = keras_rmt.models.RMTCausalLM(armt_backbone())
+def test_causal_lm_logits_and_round_trip(armt_lm, tmp_path):
+    # The default (compiled) `predict`, traced here for the shape that
+    # test_score_gives_the_logits_of_predict reuses.
+    causal_lm = armt_lm
     batch = random_batch(2, 10, lengths=[10, 7])
     hidden = causal_lm.backbone(batch)["sequence_output"]
     expected = numpy(causal_lm.backbone.token_embedding(hidden, reverse=True))
@@ -54,7 +77,9 @@ def test_causal_lm_logits_and_round_trip(tmp_path):
 
 def test_a_training_step_moves_every_associative_weight():
     restored = keras_rmt.models.RMTCausalLM(armt_backbone())
-    batch = random_batch(2, 10, lengths=[10, 7])
+    # Two segments: the second reads what the first wrote. (Each segment
+    # more adds 5 s to the first compiled step on TensorFlow.)
+    batch = random_batch(2, 8, lengths=[8, 5])
     # Every weight of every layer's associative memory gets a gradient.
     layers = restored.backbone.recurrent_segments.associative_memories
     weights = [w for layer in layers for w in layer.trainable_weights]
@@ -74,7 +99,15 @@ def test_text_classifier_builds_trains_and_round_trips(tmp_path):
     classifier = keras_rmt.models.RMTTextClassifier(
         armt_backbone("llama"), num_classes=3
     )
-    classifier.compile(optimizer=keras.optimizers.SGD(0.1))
+    # TensorFlow traces a graph for each `predict` and one for the train
+    # step (20 s of the test's 25): run eagerly there. The compiled train
+    # step of an associative model is test_a_training_step_moves_every_
+    # associative_weight's, its compiled predict test_causal_lm_logits_and_
+    # round_trip's.
+    classifier.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        run_eagerly=keras.backend.backend() == "tensorflow",
+    )
     batch = random_batch(2, 11, lengths=[11, 6])
     restored = run_task_test(
         classifier,
@@ -99,24 +132,18 @@ def test_associative_backbone_keeps_the_default_layout():
         )
 
 
-@pytest.fixture(scope="module")
-def armt_lm():
-    return keras_rmt.models.RMTCausalLM(armt_backbone())
-
-
 def test_greedy_generation_carries_the_state_across_segments(armt_lm):
     # Causal within a segment, state from whole segments before it: each
     # greedy token is the argmax of one full pass over the final output.
     # Prompts of 3 and 6 grown to 14: three segment boundaries.
-    armt_lm.compile(sampler="greedy")
     prompt = random_batch(2, 14, seed=4, lengths=[3, 6])
     with pytest.warns(UserWarning, match="associative memory .ARMT. has no"):
         output = numpy(armt_lm.generate(prompt, stop_token_ids=None))
     token_ids = output["token_ids"]
     np.testing.assert_array_equal(token_ids[0, :3], prompt["token_ids"][0, :3])
-    full = armt_lm.predict(
+    full = logits_of(
+        armt_lm,
         {"token_ids": token_ids, "padding_mask": np.ones_like(token_ids)},
-        verbose=0,
     )
     for row, length in enumerate([3, 6]):
         np.testing.assert_array_equal(
@@ -129,15 +156,14 @@ def test_greedy_generation_carries_the_state_across_segments(armt_lm):
         )
     )
     empty.set_weights(armt_lm.get_weights())
-    other = empty.predict(
+    other = logits_of(
+        empty,
         {"token_ids": token_ids, "padding_mask": np.ones_like(token_ids)},
-        verbose=0,
     )
     assert np.abs(other[:, 4:] - full[:, 4:]).max() > 1e-4
 
 
 def test_generation_memory_continues_a_stream(armt_lm):
-    armt_lm.compile(sampler="greedy")
     prompt = random_batch(1, 8, seed=6)
     layer = armt_lm.backbone.recurrent_segments
     _, state = armt_lm.generate(prompt, stop_token_ids=None, return_memory=True)
@@ -147,9 +173,11 @@ def test_generation_memory_continues_a_stream(armt_lm):
 
 
 def test_score_gives_the_logits_of_predict(armt_lm):
-    batch = random_batch(2, 11, seed=7, lengths=[11, 6])
+    # The shape of test_causal_lm_logits_and_round_trip: one traced predict.
+    batch = random_batch(2, 10, seed=7, lengths=[10, 6])
     logits = armt_lm.predict(batch, verbose=0)
     scored = numpy(armt_lm.score(batch["token_ids"], batch["padding_mask"]))
+    assert scored.shape == logits.shape == (2, 10, 64)
     np.testing.assert_allclose(scored[0], logits[0], atol=1e-4)
     np.testing.assert_allclose(scored[1, :6], logits[1, :6], atol=1e-4)
 

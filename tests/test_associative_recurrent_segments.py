@@ -119,12 +119,14 @@ def test_second_segment_reads_the_first_through_associative_memory():
 
 @pytest.mark.parametrize("depth", [None, 1])
 def test_bptt_depth_stops_gradients_through_the_state_exactly(depth):
-    num_segments, segment_length = 4, 3
+    # Segments of 4, the length of the module's other single-row calls:
+    # JAX compiles each operation once per shape when run op by op.
+    num_segments, segment_length = 4, 4
     armt = make_armt("gpt2", segment_length=segment_length, bptt_depth=depth)
-    # Segment j uses only token ids 10 * (j + 1) + [0, 1, 2], so the
+    # Segment j uses only token ids 10 * (j + 1) + [0, 1, 2, 3], so the
     # gradient on those embedding rows is the gradient from segment j.
     ids = np.array(
-        [[10 * (j + 1) + i for j in range(num_segments) for i in range(3)]],
+        [[10 * (j + 1) + i for j in range(num_segments) for i in range(4)]],
         "int32",
     )
     batch = {"token_ids": ids, "padding_mask": np.ones_like(ids)}
@@ -138,7 +140,7 @@ def test_bptt_depth_stops_gradients_through_the_state_exactly(depth):
 
     grads = gradient(loss, table)
     for j in range(num_segments):
-        rows = grads[10 * (j + 1) : 10 * (j + 1) + 3]
+        rows = grads[10 * (j + 1) : 10 * (j + 1) + 4]
         hand_offs = num_segments - 1 - j
         if depth is not None and hand_offs > depth:
             np.testing.assert_array_equal(rows, 0.0)
@@ -206,10 +208,18 @@ def test_keras_file_round_trip_gives_identical_outputs(tmp_path):
     inputs = text_inputs()
     armt = make_armt("gpt2", bptt_depth=1)
     model = keras.Model(inputs, armt(inputs))
+    # TensorFlow would trace each model's graph for `predict` (10 s of the
+    # test's 14): both run eagerly there. JAX's compiled predict costs less
+    # than its op-by-op call, and the reloaded model's reuses the compiled
+    # code. Compiled predicts of an associative model on every backend:
+    # test_associative_models.py.
+    eager = keras.backend.backend() == "tensorflow"
+    model.run_eagerly = eager
     batch = random_batch(2, 11, lengths=[11, 6])
     expected = model.predict(batch, verbose=0)
     model.save(tmp_path / "armt.keras")
     restored = keras.saving.load_model(tmp_path / "armt.keras")
+    restored.run_eagerly = eager
     layer = restored.get_layer(armt.name)
     assert isinstance(layer, keras_rmt.layers.AssociativeRecurrentSegments)
     assert (layer.key_dim, layer.bptt_depth) == (KEY_DIM, 1)
