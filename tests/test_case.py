@@ -8,7 +8,7 @@ so that each test file writes only what is particular to its class.
 
 import keras
 import numpy as np
-from conftest import numpy
+from conftest import build_optimizer, numpy
 
 
 def _shapes(tree):
@@ -75,6 +75,7 @@ def one_train_step(model, x, y, learning_rate=1e-2):
     """
     if not model.compiled:
         model.compile(optimizer=keras.optimizers.SGD(learning_rate))
+    build_optimizer(model)
     before = _weight_values(model)
     loss = model.train_on_batch(x, y, return_dict=True)["loss"]
     assert np.isfinite(loss)
@@ -156,6 +157,7 @@ def run_layer_test(
     _assert_same(restored.predict(input_data, verbose=0), expected)
 
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    build_optimizer(model)
     targets = keras.tree.map_structure(
         lambda x: np.ones(np.shape(x), "float32"), expected
     )
@@ -207,6 +209,7 @@ def run_task_test(
 
     if not task.compiled:
         task.compile()
+    build_optimizer(task)
     logs = {}
 
     def train_step():
