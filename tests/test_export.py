@@ -435,6 +435,17 @@ def test_rmt_tasks_export_the_rmt_saved_model(monkeypatch):
 
 # === Re-exports: atomic, refused over a folder unless asked ===
 
+# Writing the folder (a temporary sibling renamed into place, whatever
+# `tf.saved_model.save` leaves when it fails or is killed) is the same code
+# from TensorFlow and JAX, which differ only in the graphs handed to it: the
+# re-exports that fail or are killed midway run once, from TensorFlow (each
+# costs two exports or a process that imports the backend and exports).
+WRITTEN_ONCE = pytest.mark.skipif(
+    BACKEND != "tensorflow",
+    reason="Atomic re-export: the folder is written by the same code from "
+    "TensorFlow and JAX; tested once, from TensorFlow.",
+)
+
 
 def snapshot(folder):
     """Every file under `folder`, by relative path: its bytes."""
@@ -484,7 +495,7 @@ def test_a_non_empty_target_is_refused_without_overwrite(old_export):
     assert snapshot(path) == files
 
 
-@EXPORT_BACKEND
+@WRITTEN_ONCE
 def test_a_failed_reexport_keeps_the_old_export_and_no_tmp(
     exported, old_export, monkeypatch
 ):
@@ -545,7 +556,7 @@ keras_rmt.export.export_saved_model(
 """
 
 
-@EXPORT_BACKEND
+@WRITTEN_ONCE
 def test_a_reexport_killed_midway_keeps_the_old_export(exported, old_export):
     path, files = old_export
     script = KILLED_EXPORT.format(here=HERE, path=path)
