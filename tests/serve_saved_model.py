@@ -7,11 +7,16 @@ For every `NAME/token_ids` (and `NAME/padding_mask`) in REQUESTS, writes
 feeding the same input through `serve_segment`, `segment_length` tokens at a
 time from `initial_memory`: per-token outputs joined along the tokens, the
 final memory. Writes `metadata/KEY` from the `metadata` signature and
-`attribute/KEY` from the loaded object's attributes of the same names.
-Keras, keras-hub, keras-rmt, JAX and PyTorch cannot be imported here
-(TensorFlow runs without them); `blocked` lists them.
+`attribute/KEY` from the loaded object's attributes of the same names,
+and `saved_model_cli` the text of `saved_model_cli show --all` on the
+SavedModel (TensorFlow's own command, run here: a process of its own would
+import TensorFlow, and with it JAX and Keras, once more). Keras, keras-hub,
+keras-rmt, JAX and PyTorch cannot be imported here (TensorFlow runs without
+them); `blocked` lists them.
 """
 
+import contextlib
+import io
 import sys
 
 BLOCKED = ("keras", "keras_hub", "keras_rmt", "jax", "torch")
@@ -41,6 +46,23 @@ def stream(served, inputs):
     return results
 
 
+def saved_model_cli_show(saved_model):
+    """What `saved_model_cli show --dir SAVED_MODEL --all` prints."""
+    from tensorflow.python.tools import saved_model_cli
+
+    argv = sys.argv
+    sys.argv = ["saved_model_cli", "show", "--dir", saved_model, "--all"]
+    try:
+        with contextlib.redirect_stdout(io.StringIO()) as shown:
+            saved_model_cli.main()  # The command's entry point.
+    except SystemExit as done:  # It exits when done.
+        if done.code:
+            raise
+    finally:
+        sys.argv = argv
+    return shown.getvalue()
+
+
 def main(saved_model, requests, results_path):
     served = tf.saved_model.load(saved_model)
     requests = np.load(requests)
@@ -62,6 +84,7 @@ def main(saved_model, requests, results_path):
     for key, value in served.signatures["metadata"]().items():
         results[f"metadata/{key}"] = value.numpy()
         results[f"attribute/{key}"] = getattr(served, key).numpy()
+    results["saved_model_cli"] = np.array(saved_model_cli_show(saved_model))
     results["blocked"] = np.array(
         [name for name in BLOCKED if sys.modules[name] is None]
     )

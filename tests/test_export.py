@@ -86,8 +86,8 @@ def run(*commands, backend=None):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """The trained model, its SavedModel, what a TF-only process got from
-    it, what `saved_model_cli show --all` says about it, and what the export
-    printed with `verbose=True`.
+    it, what `saved_model_cli show --all` says about it (run in that
+    process), and what the export printed with `verbose=True`.
 
     From TensorFlow and JAX the SavedModel is written in this process; from
     torch, through `python -m keras_rmt export` on the `.keras` file.
@@ -113,13 +113,12 @@ def exported(tmp_path_factory):
     }
     np.savez(folder / "requests.npz", **requests)
     script = os.path.join(HERE, "serve_saved_model.py")
-    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-    shown = run(
+    run(
         [sys.executable, script, path, str(folder / "requests.npz")]
-        + [str(folder / "results.npz")],
-        [cli, "show", "--dir", path, "--all"],
-    )[1]
+        + [str(folder / "results.npz")]
+    )
     results = dict(np.load(folder / "results.npz"))
+    shown = str(results.pop("saved_model_cli"))
     return model, path, results, shown, printed
 
 
@@ -436,6 +435,17 @@ def test_rmt_tasks_export_the_rmt_saved_model(monkeypatch):
 
 # === Re-exports: atomic, refused over a folder unless asked ===
 
+# Writing the folder (a temporary sibling renamed into place, whatever
+# `tf.saved_model.save` leaves when it fails or is killed) is the same code
+# from TensorFlow and JAX, which differ only in the graphs handed to it: the
+# re-exports that fail or are killed midway run once, from TensorFlow (each
+# costs two exports or a process that imports the backend and exports).
+WRITTEN_ONCE = pytest.mark.skipif(
+    BACKEND != "tensorflow",
+    reason="Atomic re-export: the folder is written by the same code from "
+    "TensorFlow and JAX; tested once, from TensorFlow.",
+)
+
 
 def snapshot(folder):
     """Every file under `folder`, by relative path: its bytes."""
@@ -485,7 +495,7 @@ def test_a_non_empty_target_is_refused_without_overwrite(old_export):
     assert snapshot(path) == files
 
 
-@EXPORT_BACKEND
+@WRITTEN_ONCE
 def test_a_failed_reexport_keeps_the_old_export_and_no_tmp(
     exported, old_export, monkeypatch
 ):
@@ -546,7 +556,7 @@ keras_rmt.export.export_saved_model(
 """
 
 
-@EXPORT_BACKEND
+@WRITTEN_ONCE
 def test_a_reexport_killed_midway_keeps_the_old_export(exported, old_export):
     path, files = old_export
     script = KILLED_EXPORT.format(here=HERE, path=path)
