@@ -184,7 +184,7 @@ def jitted_on_jax(layer, function):
 
 
 def build_optimizer(model):
-    """Builds a compiled `model`'s optimizer now, before `fit`; returns it.
+    """Builds a compiled `model`'s optimizer now, before `fit`; returns `model`.
 
     On TensorFlow, Keras otherwise creates the optimizer's variables inside
     the first trace of the train function, and TensorFlow then traces that

@@ -112,10 +112,12 @@ def streaming_model(model, memory_input=True):
         if layer is rmt:
             return feed(layer, *args, **kwargs)
         if is_functional(layer) and _holds(layer, rmt):
-            return _replay(layer, args[0], call)
+            return run_graph(layer, args[0], call)
         return layer(*args, **kwargs)
 
-    outputs = _replay(model, _in_structure(model.input, replayed), call)
+    # The graph replayed, not a model built from it: that model would lack
+    # the memory input, which is not one of `model`'s inputs.
+    outputs = run_graph(model, _in_structure(model.input, replayed), call)
     outputs = feed.served(model, outputs)
     if memory is not None:
         inputs["memory"] = memory
@@ -188,12 +190,6 @@ def _recurrent_segments(layer):
 
 def _holds(layer, rmt):
     return any(found is rmt for found in _recurrent_segments(layer))
-
-
-def _replay(model, inputs, call):
-    # No model is built from the replayed graph: it would lack the memory
-    # input, which is not one of `model`'s inputs.
-    return run_graph(model, inputs, call)
 
 
 def _is_optional(tensor):

@@ -251,7 +251,7 @@ class AssociativeRecurrentSegments(RecurrentSegments):
         inputs = dict(inputs)
         memory = inputs.pop("memory", None)
         token_ids, padding_mask, extras, _ = super()._unpack(inputs)
-        if memory is not None and tuple(memory.shape[1:]) != (self.state_shape):
+        if memory is not None and tuple(memory.shape[1:]) != self.state_shape:
             raise ValueError(
                 "inputs['memory'] must be an associative state of shape "
                 f"(batch_size, {self.state_shape[0]}, {self.state_shape[1]}). "

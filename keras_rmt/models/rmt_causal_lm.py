@@ -297,7 +297,9 @@ class RMTCausalLM(TokenDatasetFit, SavedModelExport, keras_hub.models.CausalLM):
                 )
             start = memory
             if start is None:
-                start = self._initial_memory(ops.shape(x["token_ids"])[0])
+                start = self.backbone.recurrent_segments.initial_memory(
+                    ops.shape(x["token_ids"])[0]
+                )
             outputs = dict(function({**x, "memory": start}, stop_token_ids))
             memories.append(ops.convert_to_numpy(outputs.pop("memory")))
             return outputs
@@ -406,7 +408,7 @@ class RMTCausalLM(TokenDatasetFit, SavedModelExport, keras_hub.models.CausalLM):
         index = ops.min(lengths)
         current = ops.maximum(index - 1, 0) // length
         if memory is None:
-            memory = self._initial_memory(batch)
+            memory = self.backbone.recurrent_segments.initial_memory(batch)
         memory = ops.cast(memory, self.backbone.recurrent_segments.memory_dtype)
         padded = ops.concatenate(
             [token_ids, ops.zeros((batch, length), token_ids.dtype)], axis=1
@@ -580,9 +582,6 @@ class RMTCausalLM(TokenDatasetFit, SavedModelExport, keras_hub.models.CausalLM):
     def _is_associative(self):
         layer = self.backbone.recurrent_segments
         return isinstance(layer, AssociativeRecurrentSegments)
-
-    def _initial_memory(self, batch):
-        return self.backbone.recurrent_segments.initial_memory(batch)
 
     # === Scoring ===
 
