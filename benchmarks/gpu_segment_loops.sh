@@ -2,7 +2,8 @@
 # The candidates of `segment_loop="auto"` (keras_rmt/layers/segment_loops.py,
 # AUTO_LOOPS): training tok/s, peak memory and first-call seconds of each
 # loop (unrolled, scan, scan with 2 and 4 segments an iteration, with and
-# without remat where the count needs it) at 1, 8 and 32 segments, dropout
+# without remat where the count needs it; `auto` is the default, a
+# training scan with remat on JAX) at 1, 8 and 32 segments, dropout
 # 0.1 and 0, GPT-2-small through benchmarks/run.py, in one device call.
 #
 # Usage (on the GPU machine, wheels installed, PYTHONPATH set):
@@ -34,17 +35,20 @@ lanes=${LANES:-${lanes:-1}}; (( lanes > 0 )) || lanes=1
 
 # One line a point: time limit | run.py arguments. At 8 segments (the issue's
 # setting) first, then 1 (one segment is never looped: any loop), then 32.
-# 32 segments without remat: dropout 0.1 needs about 4 x 43 GiB (8 segments:
-# 43.4 GiB on an H200), more than the card, so only with remat; dropout 0
-# about 4 x 30.5 GiB, tried. The unrolled loop at 32 segments compiles for
-# minutes (8 segments: 119 s with dropout 0.1, 54 s with 0), so it is left
-# out on the GPU, with a row saying so.
+# `auto` is the default: on JAX a training scan with remat. A loop named
+# here runs without remat unless `--remat` says so. 32 segments without
+# remat: dropout 0.1 needs about 4 x 43 GiB (8 segments: 43.4 GiB on an
+# H200), more than the card; dropout 0 about 4 x 30.5 GiB, tried. The
+# unrolled loop at 32 segments compiles for minutes (8 segments: 119 s with
+# dropout 0.1, 54 s with 0), so it is left out on the GPU, with a row saying
+# so.
 : > "$queue"
 job() { echo "$*" >> "$queue"; }
 scan() { echo "--segment-loop scan --scan-unroll $1"; }
 for dropout in 0.1 0; do
   d="--dropout $dropout --train-segments"
   job "150|$d $mid --segment-loop auto"
+  job "150|$d $mid $(scan 1)"
   job "150|$d $mid $(scan 2)"
   job "200|$d $mid $(scan 4)"
   job "300|$d $mid --segment-loop unrolled"
@@ -53,17 +57,17 @@ for dropout in 0.1 0; do
   job "120|--dropout $dropout --train-segments $one --segment-loop auto"
 done
 for dropout in 0.1 0; do
-  d="--dropout $dropout --train-segments $long --remat"
+  d="--dropout $dropout --train-segments $long"
   job "200|$d --segment-loop auto"
-  job "250|$d $(scan 2)"
-  job "300|$d $(scan 4)"
+  job "250|$d $(scan 2) --remat"
+  job "300|$d $(scan 4) --remat"
 done
-job "250|--dropout 0 --train-segments $long --segment-loop auto"
+job "250|--dropout 0 --train-segments $long $(scan 1)"
 skipped=()
 if [[ $size == --gpu ]]; then
   skipped+=("--dropout 0.1 --train-segments $long --segment-loop unrolled --remat")
   skipped+=("--dropout 0 --train-segments $long --segment-loop unrolled --remat")
-  skipped+=("--dropout 0.1 --train-segments $long --segment-loop auto")
+  skipped+=("--dropout 0.1 --train-segments $long $(scan 1)")
 else
   job "300|--dropout 0.1 --train-segments $long --segment-loop unrolled --remat"
 fi
@@ -128,6 +132,7 @@ for r in sorted(rows, key=key):
             f"{peak:>8.1f}"
         )
     ran = f"{r.get('loop')}/{r.get('loop_unroll')}"
+    ran += "/remat" if r.get("loop_remat") else ""
     print(
         f"{r['dropout']:>7} {r['segments']:>4} {r['segment_loop']:<12} "
         f"{r['scan_unroll']:>6} {str(r['remat']):<5} {ran:<12} {result}"

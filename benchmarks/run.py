@@ -294,8 +294,11 @@ def _run_kind(kind, config):
                     body, shape = rmt, (B, count * L)
                     # What `segment_loop` ran at this count ("auto": its
                     # table's choice).
-                    row["loop"], row["loop_unroll"] = choose_loop(
-                        rmt, count, training=True
+                    loop = choose_loop(rmt, count, training=True)
+                    row.update(
+                        loop=loop.name,
+                        loop_unroll=loop.scan_unroll,
+                        loop_remat=loop.remat,
                     )
                 elif kind in ("backbone_train", "segment_train"):
                     body, shape = bare, (B * count, L)
@@ -405,7 +408,20 @@ def _parse():
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--dropout", type=float, default=0.1)
     parser.add_argument("--flash", action="store_true")
-    parser.add_argument("--remat", action="store_true")
+    parser.add_argument(
+        "--remat",
+        action="store_const",
+        const=True,
+        default="auto",
+        help="remat=True (default: the layer's default, 'auto')",
+    )
+    parser.add_argument(
+        "--no-remat",
+        dest="remat",
+        action="store_const",
+        const=False,
+        help="remat=False (the scan stacks each segment's activations)",
+    )
     parser.add_argument("--no-lm-head", action="store_true")
     parser.add_argument(
         "--unfused-inference",

@@ -174,8 +174,11 @@ def test_infer_traces_one_segment_for_every_length(monkeypatch):
 # (segment_loop, scan_unroll, remat, bptt_depth). The batch has 3 segments,
 # so `scan_unroll=2` runs one iteration of 2 segments and 1 left over; its
 # rows have 3 and 2 segments, so `bptt_depth=1` cuts a hand-off of the first
-# row and keeps the others. `"auto"` is one of these (`choose_loop`).
+# row and keeps the others. `"auto"` is one of these (`choose_loop`); with
+# `remat="auto"` it recomputes the segments of JAX's training scan.
 LOOPS = [
+    ("auto", 1, "auto", None),
+    ("auto", 1, "auto", 1),
     ("scan", 1, False, None),
     ("scan", 2, False, None),
     ("scan", 1, False, 1),
@@ -226,7 +229,7 @@ def test_every_loop_gives_the_numbers_of_the_unrolled_loop(
         remat=remat,
         bptt_depth=bptt_depth,
     )
-    if BACKEND == "tensorflow" and (segment_loop == "scan" or remat):
+    if BACKEND == "tensorflow" and (segment_loop == "scan" or remat is True):
         with pytest.raises(ValueError, match="not available on the Tensor"):
             _dropout_rmt(**options)
         return
@@ -267,22 +270,34 @@ def test_the_graph_scan_gives_the_numbers_of_the_unrolled_loop(
 def test_auto_runs_what_its_table_says(monkeypatch):
     rmt = make_rmt("gpt2")
     choose = segment_loops.choose_loop
-    # Today's table: a scan on JAX, the unrolled loop elsewhere.
-    expected = ("scan", 1) if BACKEND == "jax" else ("unrolled", 1)
-    assert choose(rmt, 8, training=True) == expected
-    assert choose(rmt, 1, training=True) == ("unrolled", 1)
+    # Today's table: on JAX a scan, recomputing its segments in training;
+    # the unrolled loop elsewhere.
+    if BACKEND == "jax":
+        assert choose(rmt, 8, training=True) == ("scan", 1, True)
+        assert choose(rmt, 8, training=False) == ("scan", 1, False)
+    else:
+        assert choose(rmt, 8, training=True) == ("unrolled", 1, False)
+    assert choose(rmt, 1, training=True) == ("unrolled", 1, False)
     table = (
-        (BACKEND, True, 3, "scan", 2),
-        ("another backend", None, 2, "scan", 4),
-        (None, None, 2, "unrolled", 1),
+        (BACKEND, True, 3, "scan", 2, True),
+        ("another backend", None, 2, "scan", 4, False),
+        (None, None, 2, "unrolled", 1, False),
     )
     monkeypatch.setattr(segment_loops, "AUTO_LOOPS", table)
-    assert choose(rmt, 3, training=True) == ("scan", 2)
-    assert choose(rmt, 3, training=False) == ("unrolled", 1)
-    assert choose(rmt, 2, training=True) == ("unrolled", 1)
-    # The layer's own choice is not the table's.
+    assert choose(rmt, 3, training=True) == ("scan", 2, True)
+    assert choose(rmt, 3, training=False) == ("unrolled", 1, False)
+    assert choose(rmt, 2, training=True) == ("unrolled", 1, False)
+    # The layer's own choices are not the table's: a named loop runs
+    # without remat unless the layer asks for it.
     unrolled = make_rmt("gpt2", segment_loop="unrolled")
-    assert choose(unrolled, 3, training=True) == ("unrolled", 1)
+    assert choose(unrolled, 3, training=True) == ("unrolled", 1, False)
+    without = make_rmt("gpt2", remat=False)
+    assert choose(without, 3, training=True) == ("scan", 2, False)
+    if BACKEND != "tensorflow":
+        scan = make_rmt("gpt2", segment_loop="scan")
+        assert choose(scan, 3, training=True) == ("scan", 1, False)
+        forced = make_rmt("gpt2", segment_loop="unrolled", remat=True)
+        assert choose(forced, 3, training=True) == ("unrolled", 1, True)
 
 
 def test_scan_unroll_is_checked():
@@ -427,6 +442,8 @@ def test_new_arguments_are_checked_and_kept_in_config():
     with pytest.raises(ValueError, match="Received: keep='first'"):
         rmt.infer(random_batch(1, 4), keep="first")
     config = rmt.get_config()
-    assert (config["segment_loop"], config["remat"]) == ("unrolled", False)
+    assert (config["segment_loop"], config["remat"]) == ("unrolled", "auto")
     clone = keras_rmt.layers.RecurrentSegments.from_config(config)
-    assert (clone.segment_loop, clone.remat) == ("unrolled", False)
+    assert (clone.segment_loop, clone.remat) == ("unrolled", "auto")
+    with pytest.raises(ValueError, match="Received: remat='yes'"):
+        make_rmt("gpt2", remat="yes")

@@ -61,7 +61,8 @@ class AssociativeRecurrentSegments(RecurrentSegments):
             `RecurrentSegments`. Defaults to `"auto"`.
         scan_unroll: int. Segments each scan iteration runs, with
             `segment_loop="scan"`. See `RecurrentSegments`. Defaults to `1`.
-        remat: bool. See `RecurrentSegments`. Defaults to `False`.
+        remat: bool or `"auto"`. See `RecurrentSegments`. Defaults to
+            `"auto"`.
         **kwargs: other keyword arguments passed to `keras.layers.Layer`,
             including `name` and `dtype`.
 
@@ -113,7 +114,7 @@ class AssociativeRecurrentSegments(RecurrentSegments):
         carry_memory=True,
         segment_loop="auto",
         scan_unroll=1,
-        remat=False,
+        remat="auto",
         **kwargs,
     ):
         super().__init__(

@@ -95,12 +95,16 @@ class RecurrentSegments(keras.layers.Layer):
             rule is a table of measurements, `AUTO_LOOPS` in
             `keras_rmt/layers/segment_loops.py`). All compute the same
             numbers. Defaults to `"auto"`.
-        remat: bool. If True, each segment's activations are recomputed in
-            the backward pass instead of kept (gradient checkpointing,
-            `keras.remat`): training memory stops growing with the segment
-            count at the cost of about one more forward pass. Dropout masks
-            are the same in both passes. JAX and torch only. Defaults to
-            `False`.
+        remat: bool or `"auto"`. If True, each segment's activations are
+            recomputed in the backward pass instead of kept (gradient
+            checkpointing, `keras.remat`): training memory stops growing
+            with the segment count at the cost of about one more forward
+            pass. Dropout masks are the same in both passes. JAX and torch
+            only. `"auto"` recomputes where `segment_loop="auto"`'s table
+            says it pays: JAX's training scan, which then needs no stacked
+            activations and ran as fast or faster in a quarter of the
+            memory; it is off with a `segment_loop` named by the caller.
+            Defaults to `"auto"`.
         scan_unroll: int. With `segment_loop="scan"`, how many segments
             each iteration of the scan traces (`keras.ops.scan`'s
             `unroll`): between the scan (1) and the unrolled loop, compile
@@ -172,7 +176,7 @@ class RecurrentSegments(keras.layers.Layer):
         memory_attention="backbone",
         carry_memory=True,
         segment_loop="auto",
-        remat=False,
+        remat="auto",
         scan_unroll=1,
         **kwargs,
     ):

@@ -16,17 +16,20 @@ in how it is traced:
 
 `choose_loop` picks one from the layer's `segment_loop`, the backend,
 whether the segment count is known and, for `"auto"`, the `AUTO_LOOPS`
-table. For inference (`infer`, `stream`), `compiled_steps` runs the same
-step compiled once, segment by segment.
+table, which also says where `remat="auto"` recomputes each segment. For
+inference (`infer`, `stream`), `compiled_steps` runs the same step
+compiled once, segment by segment.
 Losses the backbone adds inside a stateless step or a scan (`add_loss`,
 e.g. MoE routers) are collected and added to the layer once per call.
 """
+
+import collections
 
 import keras
 from keras import ops
 
 from keras_rmt.backend.compiled import compile_for_inference
-from keras_rmt.utils.checks import check_positive_integer
+from keras_rmt.utils.checks import check_choice, check_positive_integer
 from keras_rmt.utils.keras_hub_internals import forget_losses
 
 SEGMENT_LOOPS = ("auto", "unrolled", "scan")
@@ -39,19 +42,28 @@ SEGMENT_LOOPS = ("auto", "unrolled", "scan")
 # benchmarks/README.md ("What `segment_loop="auto"` runs");
 # `benchmarks/gpu_segment_loops.sh` measures the candidates on a GPU.
 AUTO_LOOPS = (
-    # backend, training, least segments, loop, scan_unroll
+    # backend, training, least segments, loop, scan_unroll, remat
     # JAX (H200, GPT-2-small, 8 segments): the unrolled loop is faster but
     # its first call takes 50-108 s; 2 or 4 segments an iteration gain
-    # nothing (within 3%) and compile longer.
-    ("jax", None, 2, "scan", 1),
+    # nothing (within 3%) and compile longer. Training, the scan recomputes
+    # each segment in the backward pass instead of stacking its activations
+    # for it: as fast or faster (dropout 0: 272k against 242-254k tok/s;
+    # 0.1: 174k against 173-176k) in a quarter to a fifth of the memory
+    # (8 GiB against 30-43), and 32 segments fit the card.
+    ("jax", True, 2, "scan", 1, True),
+    ("jax", None, 2, "scan", 1, False),
     # TensorFlow cannot differentiate its scan through keras-hub layers
     # under XLA; torch runs any loop eagerly, one segment after another.
-    (None, None, 2, "unrolled", 1),
+    (None, None, 2, "unrolled", 1, False),
 )
+REMAT_CHOICES = (True, False, "auto")
+
+Loop = collections.namedtuple("Loop", ["name", "scan_unroll", "remat"])
 
 
 def check_backend_allows(segment_loop, remat):
     """Refuses the loops the current backend cannot train through."""
+    check_choice("remat", remat, REMAT_CHOICES)
     if keras.backend.backend() != "tensorflow":
         return
     if segment_loop == "scan":
@@ -61,7 +73,7 @@ def check_backend_allows(segment_loop, remat):
             "layers under XLA); use 'auto' or 'unrolled'. "
             f"Received: segment_loop={segment_loop!r}"
         )
-    if remat:
+    if remat is True:
         raise ValueError(
             "`remat=True` is not available on the TensorFlow backend: "
             "`tf.recompute_grad` gave wrong gradients through dropout. "
@@ -83,27 +95,33 @@ def check_scan_unroll(scan_unroll, segment_loop):
 
 
 def choose_loop(layer, count, training):
-    """The loop `run_segments` runs: `(name, scan_unroll)`.
+    """The loop `run_segments` runs, as a `Loop(name, scan_unroll, remat)`.
 
     `name` is `"unrolled"`, `"scan"` or `"graph_scan"` (a scan in a graph
     traced before the segment count is known: TensorFlow's only choice
-    there); `scan_unroll` is how many segments each scan iteration traces.
+    there); `scan_unroll` is how many segments each scan iteration traces;
+    `remat` whether each segment is recomputed in the backward pass. The
+    layer's `remat="auto"` takes the table's choice under
+    `segment_loop="auto"` and is off with a loop the layer names.
     """
+    remat = layer.remat is True
     if not isinstance(count, int):
-        return "graph_scan", 1
+        return Loop("graph_scan", 1, remat)
     if count < 2 or layer.segment_loop == "unrolled":
-        return "unrolled", 1
+        return Loop("unrolled", 1, remat)
     if layer.segment_loop == "scan":
-        return "scan", layer.scan_unroll
+        return Loop("scan", layer.scan_unroll, remat)
     backend = keras.backend.backend()
-    for row_backend, row_training, least, loop, unroll in AUTO_LOOPS:
+    for row_backend, row_training, least, *choice in AUTO_LOOPS:
         if (
             row_backend in (None, backend)
             and row_training in (None, bool(training))
             and count >= least
         ):
-            return loop, unroll
-    return "unrolled", 1
+            name, unroll, row_remat = choice
+            auto_remat = layer.remat == "auto" and row_remat
+            return Loop(name, unroll, remat or auto_remat)
+    return Loop("unrolled", 1, remat)
 
 
 def run_segments(layer, streams, memory, last, count, training):
@@ -125,14 +143,23 @@ def run_segments(layer, streams, memory, last, count, training):
         `(batch_size, count * segment_length, hidden_dim)`, and the memory
         after the last segment.
     """
-    name, unroll = choose_loop(layer, count, training)
-    if name == "graph_scan":
+    loop = choose_loop(layer, count, training)
+    if loop.name == "graph_scan":
         return scanned(layer, streams, memory, last, count, training)
-    if name == "scan":
+    if loop.name == "scan":
         return threaded_scan(
-            layer, streams, memory, last, count, training, unroll=unroll
+            layer,
+            streams,
+            memory,
+            last,
+            count,
+            training,
+            unroll=loop.scan_unroll,
+            remat=loop.remat,
         )
-    return unrolled(layer, streams, memory, last, count, training)
+    return unrolled(
+        layer, streams, memory, last, count, training, remat=loop.remat
+    )
 
 
 def compiled_steps(layer, streams, memory, count):
@@ -175,18 +202,20 @@ def hand_off(layer, memory, index, last):
     )
 
 
-def unrolled(layer, streams, memory, last, count, training):
+def unrolled(layer, streams, memory, last, count, training, remat=False):
     """A Python loop: one traced copy of the backbone per segment."""
     initial, outputs = memory, []
     L = layer.segment_length
-    if layer.remat:
-        step, weights, states = stateless_step(layer, initial, last, training)
+    if remat:
+        step, weights, states = stateless_step(
+            layer, initial, last, training, remat=True
+        )
         weight_values = [ops.convert_to_tensor(v.value) for v in weights]
     for index in range(count):
         segment = {
             k: v[:, index * L : (index + 1) * L] for k, v in streams.items()
         }
-        if layer.remat:
+        if remat:
             state_values = [ops.convert_to_tensor(v.value) for v in states]
             tokens, memory, state_values, loss = step(
                 weight_values, memory, index, state_values, segment
@@ -202,7 +231,9 @@ def unrolled(layer, streams, memory, last, count, training):
     return ops.concatenate(outputs, axis=1), memory
 
 
-def threaded_scan(layer, streams, memory, last, count, training, unroll=1):
+def threaded_scan(
+    layer, streams, memory, last, count, training, unroll=1, remat=False
+):
     """A scan over a known number of segments, `unroll` traced together.
 
     Each iteration of the loop runs `unroll` segments (the last one runs
@@ -210,7 +241,9 @@ def threaded_scan(layer, streams, memory, last, count, training, unroll=1):
     and fuse across segments; compile time grows with `unroll`.
     """
     initial, L = memory, layer.segment_length
-    step, weights, states = stateless_step(layer, initial, last, training)
+    step, weights, states = stateless_step(
+        layer, initial, last, training, remat=remat
+    )
     weight_values = [ops.convert_to_tensor(v.value) for v in weights]
     batch = ops.shape(streams["token_ids"])[0]
 
@@ -293,7 +326,7 @@ def scanned(layer, streams, memory, last, count, training):
     return tokens, memory
 
 
-def stateless_step(layer, initial, last, training):
+def stateless_step(layer, initial, last, training, remat=False):
     """One segment as a function of the variables' values.
 
     Variables are read through a `StatelessScope` and the seed states
@@ -325,7 +358,7 @@ def stateless_step(layer, initial, last, training):
         return tokens, memory, state_values, scope.total_loss
 
     step.adds_losses = False
-    if layer.remat:
+    if remat:
         remat_step = keras.remat(step)
         # `keras.remat` wraps the function; the flag stays on `step`.
         return _RematStep(remat_step, step), weights, states

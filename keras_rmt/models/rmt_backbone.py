@@ -77,9 +77,9 @@ class RMTBackbone(SavedModelExport, keras_hub.models.Backbone):
         scan_unroll: int. With `segment_loop="scan"`, how many segments each
             iteration of the scan runs; see
             `keras_rmt.layers.RecurrentSegments`. Defaults to `1`.
-        remat: bool. Recompute each segment's activations in the backward
-            pass; see `keras_rmt.layers.RecurrentSegments` (refused on
-            TensorFlow). Defaults to `False`.
+        remat: bool or `"auto"`. Recompute each segment's activations in
+            the backward pass; see `keras_rmt.layers.RecurrentSegments`
+            (`True` is refused on TensorFlow). Defaults to `"auto"`.
         associative_key_dim: int or None. If given, the memory is
             associative (ARMT, `keras_rmt.layers.AssociativeRecurrentSegments`
             with keys of this size; the paper uses 64): the memory tokens
@@ -140,7 +140,7 @@ class RMTBackbone(SavedModelExport, keras_hub.models.Backbone):
         train_memory_only=False,
         segment_loop="auto",
         scan_unroll=1,
-        remat=False,
+        remat="auto",
         associative_key_dim=None,
         dtype=None,
         **kwargs,
