@@ -97,7 +97,6 @@ def test_bptt_depth_stops_gradients_exactly(family, depth):
         "int32",
     )
     batch = {"token_ids": ids, "padding_mask": np.ones_like(ids)}
-    rmt(batch)
     table = rmt.backbone.token_embedding.embeddings
 
     def loss():
@@ -134,7 +133,6 @@ def test_bptt_depth_counts_back_from_each_rows_last_segment(alignment):
     mask = (ids != 0).astype("int32")
     batch = {"token_ids": ids, "padding_mask": mask}
     alone = {k: v[:1, :short] for k, v in batch.items()}
-    rmt(batch)
     table = rmt.backbone.token_embedding.embeddings
 
     def table_gradient(inputs):
