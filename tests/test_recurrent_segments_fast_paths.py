@@ -14,7 +14,6 @@ from conftest import (
     HIDDEN_DIM,
     VOCABULARY_SIZE,
     build_optimizer,
-    make_rmt,
     make_rmt_on_shared,
     numpy,
     random_batch,
@@ -377,8 +376,26 @@ def test_fit_with_dropout_on_the_default_loop_equals_unrolled():
 
 
 def _moe_rmt(**kwargs):
-    # Tiny Mixtral, router_aux_loss_coef=10: its aux loss dominates.
-    return make_rmt("mixtral", **kwargs)
+    # Tiny Mixtral, router_aux_loss_coef=10: its aux loss dominates. One
+    # block, as `_dropout_rmt`: JAX runs these calls op by op.
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.MixtralBackbone(
+        vocabulary_size=VOCABULARY_SIZE,
+        num_layers=1,
+        num_query_heads=2,
+        num_key_value_heads=1,
+        hidden_dim=HIDDEN_DIM,
+        intermediate_dim=32,
+        num_experts=4,
+        top_k=2,
+        router_aux_loss_coef=10.0,
+    )
+    return keras_rmt.layers.RecurrentSegments(
+        backbone,
+        memory=keras_rmt.layers.MemoryTokens(2),
+        segment_length=4,
+        **kwargs,
+    )
 
 
 def _total_loss(layer):
