@@ -6,6 +6,7 @@ from conftest import (
     ENCODERS,
     HIDDEN_DIM,
     gradient,
+    make_rmt,
     make_rmt_on_shared,
     numpy,
     random_batch,
@@ -118,7 +119,9 @@ def test_bptt_depth_stops_gradients_exactly(family, depth):
 @pytest.mark.parametrize("alignment", ["left", "right"])
 def test_bptt_depth_counts_back_from_each_rows_last_segment(alignment):
     segment_length, depth = 3, 1
-    rmt = make_rmt_on_shared(
+    # Its own backbone: the gradients (about 500) are compared within 1e-5,
+    # which float32 sums in another order meet for these weights.
+    rmt = make_rmt(
         "gpt2",
         segment_length=segment_length,
         bptt_depth=depth,
