@@ -356,3 +356,30 @@ def bare_bert_preset(tmp_path_factory):
     backbone costs seconds on JAX.
     """
     return save_local_preset(tmp_path_factory.mktemp("bare_bert"), "bert")
+
+
+# === Shared by the segment tests ===
+
+_SHARED_BACKBONES = {}
+
+
+def shared_backbone(family):
+    """The family's tiny backbone (seed 0), built once per test run.
+
+    For tests that only read its weights: building a backbone costs about
+    0.6 CPU seconds, and many tests wrap the same one with other options.
+    Several `RecurrentSegments` layers may wrap it at once.
+    """
+    if family not in _SHARED_BACKBONES:
+        _SHARED_BACKBONES[family] = make_backbone(family)
+    return _SHARED_BACKBONES[family]
+
+
+def make_rmt_on_shared(family="gpt2", num_tokens=2, segment_length=4, **kw):
+    """As `make_rmt`, around `shared_backbone(family)`: never train it."""
+    return keras_rmt.layers.RecurrentSegments(
+        shared_backbone(family),
+        memory=keras_rmt.layers.MemoryTokens(num_tokens),
+        segment_length=segment_length,
+        **kw,
+    )

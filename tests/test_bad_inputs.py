@@ -11,7 +11,7 @@ import re
 import keras
 import numpy as np
 import pytest
-from conftest import make_backbone, make_rmt, random_batch
+from conftest import make_rmt_on_shared, random_batch, shared_backbone
 
 import keras_rmt
 
@@ -22,7 +22,7 @@ TABLE = os.path.join(
 
 @functools.cache
 def _gpt2():
-    return make_rmt("gpt2", segment_length=4)
+    return make_rmt_on_shared("gpt2", segment_length=4)
 
 
 def _call(**changes):
@@ -48,12 +48,12 @@ def _prebuilt_memory():
     memory = keras_rmt.layers.MemoryTokens(2)
     memory.build((None, None, 8))
     return lambda: keras_rmt.layers.RecurrentSegments(
-        make_backbone("gpt2"), memory, segment_length=4
+        shared_backbone("gpt2"), memory, segment_length=4
     )
 
 
 def _segments(**kwargs):
-    return lambda: make_rmt("gpt2", **kwargs)
+    return lambda: make_rmt_on_shared("gpt2", **kwargs)
 
 
 CASES = {
@@ -67,7 +67,9 @@ CASES = {
     "alignment": lambda: _segments(alignment="middle"),
     "segment_loop": lambda: _segments(segment_loop="fast"),
     "encoder_layout_on_causal": lambda: _segments(memory_layout="encoder"),
-    "encoder_layout_right": lambda: lambda: make_rmt("bert", alignment="right"),
+    "encoder_layout_right": lambda: (
+        lambda: make_rmt_on_shared("bert", alignment="right")
+    ),
     "segment_too_long": lambda: _segments(segment_length=30),
     "memory_alone_too_long": lambda: _segments(num_tokens=16, segment_length=4),
     "memory_prebuilt_width": _prebuilt_memory,
@@ -79,7 +81,7 @@ CASES = {
         )
     ),
     "bidirectional_on_llama": lambda: (
-        lambda: make_rmt("llama", memory_attention="bidirectional")
+        lambda: make_rmt_on_shared("llama", memory_attention="bidirectional")
     ),
     "inputs_not_dict": lambda: (lambda rmt: lambda: rmt(np.ones((2, 8))))(
         _gpt2()
@@ -148,8 +150,10 @@ def test_bad_input_gets_the_tables_error(case, message):
 
 
 def test_numpy_integers_are_accepted():
-    rmt = make_rmt("gpt2", num_tokens=np.int64(2), segment_length=np.int64(4))
-    rmt_depth = make_rmt("gpt2", bptt_depth=np.int32(1))
+    rmt = make_rmt_on_shared(
+        "gpt2", num_tokens=np.int64(2), segment_length=np.int64(4)
+    )
+    rmt_depth = make_rmt_on_shared("gpt2", bptt_depth=np.int32(1))
     assert (rmt.segment_length, rmt.num_memory_tokens) == (4, 2)
     assert type(rmt.segment_length) is int
     assert rmt_depth.bptt_depth == 1

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import backbone_inputs, make_backbone, numpy, random_batch
+from conftest import backbone_inputs, numpy, random_batch, shared_backbone
 from keras.src import ops as src_ops
 from keras_hub.src.models.gemma import gemma_attention
 
@@ -17,7 +17,7 @@ NUM_LAYERS = 2  # of every tiny backbone of conftest.py
 
 def _with_dropout(family, rate):
     """The family's tiny backbone with the same weights and `dropout=rate`."""
-    reference = make_backbone(family)
+    reference = shared_backbone(family)
     config = reference.get_config()
     config["dropout"] = rate
     backbone = type(reference).from_config(config)

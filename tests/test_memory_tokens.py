@@ -1,13 +1,13 @@
 import keras
 import numpy as np
-from conftest import make_rmt, numpy
+from conftest import make_rmt_on_shared, numpy
 from test_case import run_layer_test
 
 import keras_rmt
 
 
 def test_memory_matches_token_embedding_scale_with_distinct_rows():
-    rmt = make_rmt("gpt2", num_tokens=8)
+    rmt = make_rmt_on_shared("gpt2", num_tokens=8)
     memory = keras.ops.convert_to_numpy(rmt.memory.memory)
     table = keras.ops.convert_to_numpy(rmt.backbone.token_embedding.embeddings)
     assert memory.shape == (8, table.shape[1])

@@ -13,7 +13,8 @@ import pytest
 from conftest import (
     HIDDEN_DIM,
     VOCABULARY_SIZE,
-    make_rmt,
+    build_optimizer,
+    make_rmt_on_shared,
     numpy,
     random_batch,
 )
@@ -29,7 +30,9 @@ def _dropout_rmt(**kwargs):
     keras.utils.set_random_seed(0)
     backbone = keras_hub.models.GPT2Backbone(
         vocabulary_size=VOCABULARY_SIZE,
-        num_layers=2,
+        # One block: the loops differ over segments, not blocks, and each
+        # loop compiles (JAX) or traces (TensorFlow) half the graph.
+        num_layers=1,
         num_heads=2,
         hidden_dim=HIDDEN_DIM,
         intermediate_dim=32,
@@ -97,7 +100,7 @@ def unrolled_reference(dropout_batch):
     "family, alignment", [("gpt2", "right"), ("bert", "left")]
 )
 def test_infer_equals_call(family, alignment):
-    rmt = make_rmt(family, alignment=alignment)
+    rmt = make_rmt_on_shared(family, alignment=alignment)
     batch = random_batch(3, 13, lengths=[13, 6, 2])
     expected = numpy(rmt(batch))
     got = numpy(rmt.infer(batch))
@@ -108,7 +111,7 @@ def test_infer_equals_call(family, alignment):
 
 
 def test_infer_last_segment_and_continuation_equal_call():
-    rmt = make_rmt("gpt2")
+    rmt = make_rmt_on_shared("gpt2")
     batch = random_batch(2, 12)
     expected = numpy(rmt(batch))
     last = numpy(rmt.infer(batch, keep="last_segment"))
@@ -130,7 +133,7 @@ def test_infer_last_segment_and_continuation_equal_call():
 
 
 def test_stream_yields_each_segment_of_call():
-    rmt = make_rmt("gpt2", carry_memory=False)
+    rmt = make_rmt_on_shared("gpt2", carry_memory=False)
     batch = random_batch(2, 10)
     expected = numpy(rmt(batch))["sequence_output"]
     pieces = [numpy(piece) for piece in rmt.stream(batch)]
@@ -143,7 +146,7 @@ def test_stream_yields_each_segment_of_call():
     BACKEND != "torch", reason="Only torch records an autograd graph eagerly"
 )
 def test_infer_and_stream_keep_no_autograd_graph():
-    rmt = make_rmt("gpt2")
+    rmt = make_rmt_on_shared("gpt2")
     batch = random_batch(2, 9)
     # `call` records one, so the checks below could fail.
     assert rmt(batch)["memory"].requires_grad is True
@@ -154,7 +157,7 @@ def test_infer_and_stream_keep_no_autograd_graph():
 
 
 def test_infer_traces_one_segment_for_every_length(monkeypatch):
-    rmt = make_rmt("gpt2")
+    rmt = make_rmt_on_shared("gpt2")
     traced = []
     step = rmt._segment_step
 
@@ -239,6 +242,7 @@ def test_every_loop_gives_the_numbers_of_the_unrolled_loop(
     _assert_same_numbers(got, expected)
 
 
+@pytest.mark.compiled
 @pytest.mark.skipif(
     BACKEND != "tensorflow",
     reason="Only TensorFlow traces graphs before the length is known",
@@ -268,7 +272,7 @@ def test_the_graph_scan_gives_the_numbers_of_the_unrolled_loop(
 
 
 def test_auto_runs_what_its_table_says(monkeypatch):
-    rmt = make_rmt("gpt2")
+    rmt = make_rmt_on_shared("gpt2")
     choose = segment_loops.choose_loop
     # Today's table: on JAX a scan, recomputing its segments in training;
     # the unrolled loop elsewhere.
@@ -289,25 +293,25 @@ def test_auto_runs_what_its_table_says(monkeypatch):
     assert choose(rmt, 2, training=True) == ("unrolled", 1, False)
     # The layer's own choices are not the table's: a named loop runs
     # without remat unless the layer asks for it.
-    unrolled = make_rmt("gpt2", segment_loop="unrolled")
+    unrolled = make_rmt_on_shared("gpt2", segment_loop="unrolled")
     assert choose(unrolled, 3, training=True) == ("unrolled", 1, False)
-    without = make_rmt("gpt2", remat=False)
+    without = make_rmt_on_shared("gpt2", remat=False)
     assert choose(without, 3, training=True) == ("scan", 2, False)
     if BACKEND != "tensorflow":
-        scan = make_rmt("gpt2", segment_loop="scan")
+        scan = make_rmt_on_shared("gpt2", segment_loop="scan")
         assert choose(scan, 3, training=True) == ("scan", 1, False)
-        forced = make_rmt("gpt2", segment_loop="unrolled", remat=True)
+        forced = make_rmt_on_shared("gpt2", segment_loop="unrolled", remat=True)
         assert choose(forced, 3, training=True) == ("unrolled", 1, True)
 
 
 def test_scan_unroll_is_checked():
     with pytest.raises(ValueError, match="Received: scan_unroll=0"):
-        make_rmt("gpt2", scan_unroll=0)
+        make_rmt_on_shared("gpt2", scan_unroll=0)
     with pytest.raises(
         ValueError,
         match="Received: scan_unroll=2, segment_loop='auto'",
     ):
-        make_rmt("gpt2", scan_unroll=2)
+        make_rmt_on_shared("gpt2", scan_unroll=2)
 
 
 def _fit_losses(rmt, length=8, epochs=2, run_eagerly=None):
@@ -329,6 +333,7 @@ def _fit_losses(rmt, length=8, epochs=2, run_eagerly=None):
         # XLA only.
         jit_compile=False if BACKEND == "tensorflow" else "auto",
     )
+    build_optimizer(model)
     batch = random_batch(2, 8, seed=1)
     history = model.fit(
         batch, batch["token_ids"], batch_size=2, epochs=epochs, verbose=0
@@ -353,6 +358,9 @@ def _default_loop_losses(rmt_factory, **kwargs):
     return _fit_losses(rmt_factory(segment_loop=loop), **kwargs)
 
 
+# Compiled: the train step of the layer's default loop, traced as users run
+# it (TensorFlow: its scan, the length unknown while tracing).
+@pytest.mark.compiled
 def test_fit_with_dropout_on_the_default_loop_equals_unrolled():
     # On JAX the default scans inside the jitted train step: the seed states
     # must leave the loop through its carry, not as leaked tracers.
@@ -368,8 +376,26 @@ def test_fit_with_dropout_on_the_default_loop_equals_unrolled():
 
 
 def _moe_rmt(**kwargs):
-    # Tiny Mixtral, router_aux_loss_coef=10: its aux loss dominates.
-    return make_rmt("mixtral", **kwargs)
+    # Tiny Mixtral, router_aux_loss_coef=10: its aux loss dominates. One
+    # block, as `_dropout_rmt`: JAX runs these calls op by op.
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.MixtralBackbone(
+        vocabulary_size=VOCABULARY_SIZE,
+        num_layers=1,
+        num_query_heads=2,
+        num_key_value_heads=1,
+        hidden_dim=HIDDEN_DIM,
+        intermediate_dim=32,
+        num_experts=4,
+        top_k=2,
+        router_aux_loss_coef=10.0,
+    )
+    return keras_rmt.layers.RecurrentSegments(
+        backbone,
+        memory=keras_rmt.layers.MemoryTokens(2),
+        segment_length=4,
+        **kwargs,
+    )
 
 
 def _total_loss(layer):
@@ -406,6 +432,7 @@ def test_backbone_losses_survive_every_loop(
     np.testing.assert_allclose(_total_loss(rmt), moe_unrolled_loss, rtol=1e-5)
 
 
+@pytest.mark.compiled
 @pytest.mark.skipif(
     BACKEND != "tensorflow",
     reason="Only TensorFlow traces graphs before the length is known",
@@ -425,6 +452,9 @@ def test_backbone_losses_survive_the_graph_scan(moe_batch, moe_unrolled_loss):
     np.testing.assert_allclose(got, moe_unrolled_loss, rtol=1e-5)
 
 
+# Compiled: the default loop's traced train step must add the backbone's
+# losses (TensorFlow: inside its scan).
+@pytest.mark.compiled
 def test_fit_loss_holds_backbone_losses_on_the_default_loop():
     keras.utils.set_random_seed(0)
     expected = _fit_losses(_moe_rmt(segment_loop="unrolled"), epochs=1)
@@ -437,8 +467,8 @@ def test_fit_loss_holds_backbone_losses_on_the_default_loop():
 
 def test_new_arguments_are_checked_and_kept_in_config():
     with pytest.raises(ValueError, match="Received: segment_loop='fast'"):
-        make_rmt("gpt2", segment_loop="fast")
-    rmt = make_rmt("gpt2", segment_loop="unrolled")
+        make_rmt_on_shared("gpt2", segment_loop="fast")
+    rmt = make_rmt_on_shared("gpt2", segment_loop="unrolled")
     with pytest.raises(ValueError, match="Received: keep='first'"):
         rmt.infer(random_batch(1, 4), keep="first")
     config = rmt.get_config()
@@ -446,4 +476,4 @@ def test_new_arguments_are_checked_and_kept_in_config():
     clone = keras_rmt.layers.RecurrentSegments.from_config(config)
     assert (clone.segment_loop, clone.remat) == ("unrolled", "auto")
     with pytest.raises(ValueError, match="Received: remat='yes'"):
-        make_rmt("gpt2", remat="yes")
+        make_rmt_on_shared("gpt2", remat="yes")

@@ -3,7 +3,7 @@ import re
 import keras
 import numpy as np
 import pytest
-from conftest import make_rmt, numpy, random_batch, text_inputs
+from conftest import make_rmt_on_shared, numpy, random_batch, text_inputs
 
 import keras_rmt
 
@@ -30,7 +30,7 @@ def stream(stream_model, rmt, inputs, output):
 
 def test_streaming_segments_gives_the_outputs_of_one_call():
     # A task-like model around a model with list inputs: both are replayed.
-    rmt = make_rmt("gpt2", 2, SEGMENT_LENGTH)
+    rmt = make_rmt_on_shared("gpt2", 2, SEGMENT_LENGTH)
     token_ids, padding_mask = text_inputs().values()
     sequence = rmt({"token_ids": token_ids, "padding_mask": padding_mask})
     inner = keras.Model([token_ids, padding_mask], sequence["sequence_output"])
@@ -76,8 +76,8 @@ def test_models_without_one_recurrent_segments_layer_are_refused():
         plain.name = "plain"
         keras_rmt.export.streaming_model(plain)
 
-    first = make_rmt("gpt2", name="first")
-    second = make_rmt("gpt2", name="second")
+    first = make_rmt_on_shared("gpt2", name="first")
+    second = make_rmt_on_shared("gpt2", name="second")
     both = keras.Model(
         inputs,
         [first(inputs)["sequence_output"], second(inputs)["sequence_output"]],
@@ -91,7 +91,7 @@ def test_models_without_one_recurrent_segments_layer_are_refused():
 
 def test_an_output_named_memory_must_be_the_memory():
     inputs = text_inputs()
-    rmt = make_rmt("gpt2", 2, SEGMENT_LENGTH)
+    rmt = make_rmt_on_shared("gpt2", 2, SEGMENT_LENGTH)
     outputs = rmt(inputs)
     model = keras.Model(
         inputs,
@@ -117,7 +117,7 @@ def test_an_output_named_memory_must_be_the_memory():
 
 def test_outputs_are_named_for_what_they_are():
     inputs = text_inputs()
-    rmt = make_rmt("gpt2", 2, SEGMENT_LENGTH)
+    rmt = make_rmt_on_shared("gpt2", 2, SEGMENT_LENGTH)
     hidden = rmt(inputs)["sequence_output"]
     # Auto-numbered layers name neither output.
     head = keras.layers.Dense(3)(hidden)
