@@ -34,7 +34,7 @@ def logits_of(model, inputs):
 
     TensorFlow traces a graph per model and input shape (4-5 s for these
     models) where an eager call takes under 1 s; JAX's compiled `predict`
-    costs less than its op-by-op call. test_causal_lm_logits_and_round_trip
+    costs less than its op-by-op call. test_score_gives_the_logits_of_predict
     checks the compiled `predict` against the eager call on every backend.
     """
     if keras.backend.backend() == "tensorflow":
@@ -59,12 +59,11 @@ def test_backbone_reads_a_stream_in_pieces_as_at_once():
     assert whole["memory"].shape == (2, *layer.state_shape)
 
 
-# The compiled `predict` of an associative causal LM (on TensorFlow too),
-# traced here for the shape that test_score_gives_the_logits_of_predict
-# reuses; the first test to use `armt_lm`, so the one to build its
-# `predict_function`.
-@pytest.mark.compiled
 def test_causal_lm_logits_and_round_trip(armt_lm, tmp_path):
+    # `predict` (compiled on JAX and torch) for the shape that
+    # test_score_gives_the_logits_of_predict reuses. On TensorFlow the
+    # model and the reloaded one run eagerly: the compiled `predict` is
+    # test_score_gives_the_logits_of_predict's (one trace instead of two).
     causal_lm = armt_lm
     batch = random_batch(2, 10, lengths=[10, 7])
     hidden = causal_lm.backbone(batch)["sequence_output"]
@@ -185,8 +184,15 @@ def test_generation_memory_continues_a_stream(armt_lm):
     np.testing.assert_allclose(state, expected, rtol=1e-4, atol=1e-5)
 
 
+# The compiled `predict` of an associative causal LM (on TensorFlow too),
+# against its eager `score`.
+@pytest.mark.compiled
 def test_score_gives_the_logits_of_predict(armt_lm):
-    # The shape of test_causal_lm_logits_and_round_trip: one traced predict.
+    # The shape of test_causal_lm_logits_and_round_trip: one traced predict
+    # on JAX and torch. On TensorFlow that test built `predict_function`
+    # eagerly: built again here, traced.
+    if keras.backend.backend() == "tensorflow":
+        armt_lm.predict_function = None
     batch = random_batch(2, 10, seed=7, lengths=[10, 6])
     logits = armt_lm.predict(batch, verbose=0)
     scored = numpy(armt_lm.score(batch["token_ids"], batch["padding_mask"]))
