@@ -34,7 +34,7 @@ def logits_of(model, inputs):
 
     TensorFlow traces a graph per model and input shape (4-5 s for these
     models) where an eager call takes under 1 s; JAX's compiled `predict`
-    costs less than its op-by-op call. test_causal_lm_logits_and_round_trip
+    costs less than its op-by-op call. test_score_gives_the_logits_of_predict
     checks the compiled `predict` against the eager call on every backend.
     """
     if keras.backend.backend() == "tensorflow":
@@ -60,8 +60,10 @@ def test_backbone_reads_a_stream_in_pieces_as_at_once():
 
 
 def test_causal_lm_logits_and_round_trip(armt_lm, tmp_path):
-    # The default (compiled) `predict`, traced here for the shape that
-    # test_score_gives_the_logits_of_predict reuses.
+    # `predict` (compiled on JAX and torch) for the shape that
+    # test_score_gives_the_logits_of_predict reuses. On TensorFlow the
+    # model and the reloaded one run eagerly: the compiled `predict` is
+    # test_score_gives_the_logits_of_predict's (one trace instead of two).
     causal_lm = armt_lm
     batch = random_batch(2, 10, lengths=[10, 7])
     hidden = causal_lm.backbone(batch)["sequence_output"]
@@ -75,6 +77,8 @@ def test_causal_lm_logits_and_round_trip(armt_lm, tmp_path):
     np.testing.assert_array_equal(restored.predict(batch, verbose=0), logits)
 
 
+# The compiled train step of an associative model (on TensorFlow too).
+@pytest.mark.compiled
 def test_a_training_step_moves_every_associative_weight():
     restored = keras_rmt.models.RMTCausalLM(armt_backbone())
     # Two segments: the second reads what the first wrote. (Each segment
@@ -100,7 +104,8 @@ def test_text_classifier_builds_trains_and_round_trips(tmp_path):
         armt_backbone("llama"), num_classes=3
     )
     # TensorFlow traces a graph for each `predict` and one for the train
-    # step (20 s of the test's 25): run eagerly there. The compiled train
+    # step (20 s of the test's 25): run eagerly there (as every test not
+    # marked `compiled` does on TensorFlow). The compiled train
     # step of an associative model is test_a_training_step_moves_every_
     # associative_weight's, its compiled predict test_causal_lm_logits_and_
     # round_trip's.
@@ -163,17 +168,31 @@ def test_greedy_generation_carries_the_state_across_segments(armt_lm):
     assert np.abs(other[:, 4:] - full[:, 4:]).max() > 1e-4
 
 
+# The compiled `generate` of an associative causal LM (on TensorFlow too):
+# the cheapest generation here (one row, 8 tokens).
+@pytest.mark.compiled
 def test_generation_memory_continues_a_stream(armt_lm):
     prompt = random_batch(1, 8, seed=6)
     layer = armt_lm.backbone.recurrent_segments
+    # Built again under this test's `run_eagerly` (False): an earlier test
+    # may have built it eagerly on TensorFlow. (This prompt's shape is new
+    # to the generate function anyway: nothing is traced twice.)
+    armt_lm.generate_function = None
     _, state = armt_lm.generate(prompt, stop_token_ids=None, return_memory=True)
     assert state.shape == (1, *layer.state_shape)
     expected = numpy(layer(prompt)["memory"])
     np.testing.assert_allclose(state, expected, rtol=1e-4, atol=1e-5)
 
 
+# The compiled `predict` of an associative causal LM (on TensorFlow too),
+# against its eager `score`.
+@pytest.mark.compiled
 def test_score_gives_the_logits_of_predict(armt_lm):
-    # The shape of test_causal_lm_logits_and_round_trip: one traced predict.
+    # The shape of test_causal_lm_logits_and_round_trip: one traced predict
+    # on JAX and torch. On TensorFlow that test built `predict_function`
+    # eagerly: built again here, traced.
+    if keras.backend.backend() == "tensorflow":
+        armt_lm.predict_function = None
     batch = random_batch(2, 10, seed=7, lengths=[10, 6])
     logits = armt_lm.predict(batch, verbose=0)
     scored = numpy(armt_lm.score(batch["token_ids"], batch["padding_mask"]))
@@ -182,6 +201,8 @@ def test_score_gives_the_logits_of_predict(armt_lm):
     np.testing.assert_allclose(scored[1, :6], logits[1, :6], atol=1e-4)
 
 
+# A SavedModel is a traced graph whatever `run_eagerly` says.
+@pytest.mark.compiled
 @pytest.mark.skipif(
     keras.backend.backend() not in ("tensorflow", "jax"),
     reason="Exports in this process from TensorFlow and JAX only.",

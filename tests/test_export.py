@@ -16,6 +16,11 @@ from conftest import make_backbone, make_rmt, numpy, random_batch, text_inputs
 
 import keras_rmt
 
+# A SavedModel is a traced graph whatever `run_eagerly` says: the claims
+# here concern the traced path (nothing here reads `run_eagerly` but the
+# torch `fit` through `.keras`, which torch runs as users do anyway).
+pytestmark = pytest.mark.compiled
+
 BACKEND = keras.backend.backend()
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)

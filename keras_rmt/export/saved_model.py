@@ -142,7 +142,7 @@ def export_saved_model(model, path, overwrite=False, verbose=False):
 
     path = os.path.abspath(os.fspath(path))
     _check_target(path, overwrite)
-    root, signatures = _saveable(tf, model)
+    root, signatures, outputs = _saveable(tf, model)
     _write_atomically(
         lambda folder: tf.saved_model.save(root, folder, signatures=signatures),
         path,
@@ -150,7 +150,7 @@ def export_saved_model(model, path, overwrite=False, verbose=False):
     )
     if verbose:
         for name, function in signatures.items():
-            print(_describe(name, function))
+            print(_describe(name, function, outputs[function]))
 
 
 def export_task(task, filepath, format, verbose, **kwargs):
@@ -189,7 +189,19 @@ def _vocabulary_size(rmt):
 
 
 def _saveable(tf, model):
-    """The module to save and its signatures."""
+    """The module to save, its signatures, and their outputs' specs.
+
+    The signatures are the `tf.function`s (with input signatures) that are
+    also the module's attributes, not concrete functions traced here:
+    `tf.saved_model.save` traces each function again within its save context
+    (another key of the function's cache) to save the attributes, so that
+    concrete functions traced before it would be a second copy of each graph
+    in the SavedModel and a second trace of the model for each (on
+    TensorFlow, about half the time of an export). Signatures given as
+    functions are traced within that context too, once each. The specs of
+    their outputs are noted while they are traced (`_Outputs`), for
+    `verbose`: `get_concrete_function()` after the save would trace again.
+    """
     rmt = find_recurrent_segments(model)
     specs = _input_specs(model)
     segment_specs = {
@@ -219,14 +231,16 @@ def _saveable(tf, model):
         dtype = tf.string if isinstance(value, str) else tf.int32
         setattr(root, name, tf.Variable(value, trainable=False, dtype=dtype))
     checks = _Checks(tf, rmt)
+    outputs = _Outputs(tf)
 
     @tf.function(input_signature=[_specs(tf, specs)])
     def serve(inputs):
-        return served_whole(checks(inputs, "serve"))
+        return outputs(serve, served_whole(checks(inputs, "serve")))
 
     @tf.function(input_signature=[_specs(tf, segment_specs)])
     def serve_segment(inputs):
-        return served_stream(checks(inputs, "serve_segment"))
+        inputs = checks(inputs, "serve_segment")
+        return outputs(serve_segment, served_stream(inputs))
 
     @tf.function(
         input_signature=[tf.TensorSpec((), tf.int32, name="batch_size")]
@@ -234,24 +248,26 @@ def _saveable(tf, model):
     def initial_memory(batch_size):
         batch_size = checks.batch_size(batch_size)
         value = root.initial_memory_value
-        return {"memory": tf.tile(value[None], [batch_size, 1, 1])}
+        memory = tf.tile(value[None], [batch_size, 1, 1])
+        return outputs(initial_memory, {"memory": memory})
 
     @tf.function(input_signature=[])
     def read_metadata():
-        return {name: tf.identity(getattr(root, name)) for name in described}
+        values = {name: tf.identity(getattr(root, name)) for name in described}
+        return outputs(read_metadata, values)
 
     root.serve = serve
     root.serve_segment = serve_segment
     root.initial_memory = initial_memory
     root.metadata = read_metadata
     signatures = {
-        "serve": serve.get_concrete_function(),
-        "serve_segment": serve_segment.get_concrete_function(),
-        "initial_memory": initial_memory.get_concrete_function(),
-        "metadata": read_metadata.get_concrete_function(),
+        "serve": serve,
+        "serve_segment": serve_segment,
+        "initial_memory": initial_memory,
+        "metadata": read_metadata,
     }
     signatures["serving_default"] = signatures["serve"]
-    return root, signatures
+    return root, signatures, outputs
 
 
 def _check_target(path, overwrite):
@@ -304,8 +320,12 @@ def _write_atomically(write, path, overwrite):
         raise
 
 
-def _describe(name, function):
-    """One line for a signature: its inputs and outputs, dtypes and shapes."""
+def _describe(name, function, outputs):
+    """One line for a signature: its inputs and outputs, dtypes and shapes.
+
+    `function` is a `tf.function` with an input signature; `outputs`, the
+    specs of its outputs by name.
+    """
 
     def listed(specs):
         return ", ".join(
@@ -313,10 +333,32 @@ def _describe(name, function):
             for key, spec in sorted(specs)
         )
 
-    flat = keras.tree.flatten(function.structured_input_signature)
+    flat = keras.tree.flatten(function.input_signature)
     inputs = [(spec.name, spec) for spec in flat]
-    outputs = function.structured_outputs.items()
-    return f"{name}({listed(inputs)}) -> {listed(outputs)}"
+    return f"{name}({listed(inputs)}) -> {listed(outputs.items())}"
+
+
+class _Outputs:
+    """The specs of each served function's outputs, noted as it is traced.
+
+    `outputs(function, values)` notes the specs of `values` (a dict of
+    tensors) under `function` and returns `values`; `outputs[function]`
+    reads them back.
+    """
+
+    def __init__(self, tf):
+        self.tf = tf
+        self.specs = {}
+
+    def __call__(self, function, values):
+        self.specs[function] = {
+            name: self.tf.TensorSpec.from_tensor(x)
+            for name, x in values.items()
+        }
+        return values
+
+    def __getitem__(self, function):
+        return self.specs[function]
 
 
 def _shape(shape):
