@@ -383,3 +383,22 @@ def make_rmt_on_shared(family="gpt2", num_tokens=2, segment_length=4, **kw):
         segment_length=segment_length,
         **kw,
     )
+
+
+# === Shared by the causal LM tests ===
+
+
+def generation_functions(causal_lm):
+    """`causal_lm`'s `start_generation` and `next_logits`, jitted on JAX.
+
+    Op by op, JAX compiles every operation of every step; jitted, each
+    function compiles once for the whole loop. The path `generate` compiles
+    is tested through `generate` on every backend.
+    """
+    start = jitted_on_jax(causal_lm, causal_lm.start_generation)
+    step = jitted_on_jax(causal_lm, causal_lm.next_logits)
+
+    def next_logits(prompt, cache, index):
+        return step(prompt, cache, keras.ops.convert_to_tensor(index, "int32"))
+
+    return start, next_logits

@@ -5,6 +5,7 @@ import pytest
 from conftest import (
     VOCABULARY_SIZE,
     build_optimizer,
+    generation_functions,
     make_backbone,
     make_rmt_backbone,
     numpy,
@@ -44,7 +45,12 @@ def test_logits_are_the_token_embedding_in_reverse(family):
 
 @pytest.fixture(scope="module")
 def evaluated():
-    """A task evaluated on 3 segments, with a labels mask."""
+    """A task evaluated on 3 segments, with a labels mask.
+
+    Module scope: set up before the tests' eager switch (conftest), so on
+    TensorFlow `evaluate` and `predict` run compiled, and the tests that
+    read it are marked so: the compiled test of the segment losses.
+    """
     keras.utils.set_random_seed(0)
     causal_lm = _causal_lm()
     causal_lm.compile(segment_metrics=4)
@@ -61,12 +67,14 @@ def evaluated():
     return logs, losses, weights
 
 
+@pytest.mark.compiled
 def test_loss_is_token_weighted_cross_entropy_over_all_segments(evaluated):
     logs, losses, weights = evaluated
     expected = (losses * weights).sum() / weights.sum()
     np.testing.assert_allclose(logs["loss"], expected, rtol=1e-5)
 
 
+@pytest.mark.compiled
 def test_each_segments_loss_is_reported(evaluated):
     logs, losses, weights = evaluated
     for index in range(3):
@@ -170,14 +178,15 @@ def test_greedy_generation_across_segments_equals_recomputing(generation):
 
 def test_generation_steps_give_the_recomputed_logits(generation):
     causal_lm, prompt, expected, logits = generation
+    start_generation, next_logits = generation_functions(causal_lm)
     prompt = {k: keras.ops.convert_to_tensor(v) for k, v in prompt.items()}
-    cache, index, _ = causal_lm.start_generation(
+    cache, index, _ = start_generation(
         prompt["token_ids"], prompt["padding_mask"]
     )
     assert int(index) == 3
     token_ids = keras.ops.convert_to_tensor(expected)
     for step in range(3, 14):
-        got, _, cache = causal_lm.next_logits(token_ids, cache, step)
+        got, _, cache = next_logits(token_ids, cache, step)
         np.testing.assert_allclose(numpy(got), logits[:, step - 3], atol=1e-5)
 
 
@@ -314,10 +323,15 @@ def _texts(count, seed):
     return texts
 
 
+# The compiled test of RMTCausalLM's fit, predict, evaluate and generate on
+# TensorFlow (traced as users run them); the other tests run eagerly there.
+# WordPiece: a byte-pair tokenizer's tf.data map costs 7 CPU s a dataset,
+# and the preprocessor tests cover byte-pair tokenizers.
+@pytest.mark.compiled
 def test_fit_predict_evaluate_and_generate_from_raw_strings(
-    tmp_path, gpt2_tokenizer
+    tmp_path, wordpiece_tokenizer
 ):
-    preset = save_local_preset(tmp_path / "gpt2", "gpt2", gpt2_tokenizer)
+    preset = save_local_preset(tmp_path / "gpt2", "gpt2", wordpiece_tokenizer)
     causal_lm = keras_rmt.models.RMTCausalLM.from_preset(
         preset, num_memory_tokens=2, segment_length=8
     )
@@ -347,4 +361,7 @@ def test_fit_predict_evaluate_and_generate_from_raw_strings(
     causal_lm.save_to_preset(tmp_path / "rmt")
     restored = keras_rmt.models.RMTCausalLM.from_preset(str(tmp_path / "rmt"))
     restored.compile(sampler="greedy")
+    # The round trip's point is the weights and the tokenizer: on
+    # TensorFlow, no second trace (and XLA compile) of the generate loop.
+    restored.run_eagerly = keras.backend.backend() == "tensorflow"
     assert restored.generate(prompts, max_length=24) == generated

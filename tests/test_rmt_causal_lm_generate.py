@@ -10,6 +10,7 @@ from conftest import (
     BACKBONES,
     HIDDEN_DIM,
     VOCABULARY_SIZE,
+    generation_functions,
     jitted_on_jax,
     make_backbone,
     numpy,
@@ -100,25 +101,11 @@ LENGTHS = [3, 6]
 TOTAL = 14  # Four segments of 4.
 
 
-def _generation_functions(causal_lm):
-    """`start_generation` and `next_logits`, jitted once on JAX.
-
-    The path `generate` compiles is tested below on every backend.
-    """
-    start = jitted_on_jax(causal_lm, causal_lm.start_generation)
-    step = jitted_on_jax(causal_lm, causal_lm.next_logits)
-
-    def next_logits(prompt, cache, index):
-        return step(prompt, cache, keras.ops.convert_to_tensor(index, "int32"))
-
-    return start, next_logits
-
-
 def _stepped(family):
     """Greedy steps through the cache, and the logits of one full pass."""
     causal_lm = _causal_lm(family)
     assert causal_lm._segment_cache() is not None
-    start_generation, next_logits = _generation_functions(causal_lm)
+    start_generation, next_logits = generation_functions(causal_lm)
     prompt = random_batch(2, TOTAL, seed=4, lengths=LENGTHS)
     token_ids = prompt["token_ids"].copy()
     cache, index, _ = start_generation(
@@ -169,10 +156,14 @@ def _keras_hub_cache_error(backbone, token_ids):
         )
     )
     _, cache = causal_lm._build_cache(np.zeros_like(token_ids))
+    # Jitted on JAX (as keras-hub's generate runs it): one compile.
+    call_with_cache = jitted_on_jax(causal_lm, causal_lm.call_with_cache)
     steps = []
     for index in range(token_ids.shape[1]):
-        logits, _, cache = causal_lm.call_with_cache(
-            token_ids[:, index : index + 1], cache, index
+        logits, _, cache = call_with_cache(
+            token_ids[:, index : index + 1],
+            cache,
+            keras.ops.convert_to_tensor(index, "int32"),
         )
         steps.append(numpy(logits)[:, 0])
     return np.abs(np.stack(steps, axis=1) - full).max()
@@ -290,6 +281,8 @@ def test_memory_of_the_wrong_shape_is_refused(twins):
 @pytest.fixture(scope="module")
 def scored():
     causal_lm = _causal_lm("gpt2", seed=2)
+    # Set up before the tests' eager switch (conftest): eager here too.
+    causal_lm.run_eagerly = keras.backend.backend() == "tensorflow"
     batch = random_batch(2, 10, seed=3, lengths=[10, 7])
     targets = np.roll(batch["token_ids"], -1, axis=1)
     return causal_lm, batch, targets, causal_lm.predict(batch, verbose=0)
@@ -334,11 +327,12 @@ def test_a_backbone_without_a_cache_says_so_once():
 
 
 def test_max_length_defaults_to_the_preprocessors_sequence_length(
-    gpt2_tokenizer,
+    wordpiece_tokenizer,
 ):
     # A prompt that ends its first segment: before, nothing was generated.
+    # WordPiece: a byte-pair tokenizer's tf.data map costs 7 CPU s a call.
     preprocessor = keras_rmt.models.RMTCausalLMPreprocessor(
-        gpt2_tokenizer, segment_length=4, sequence_length=12
+        wordpiece_tokenizer, segment_length=4, sequence_length=12
     )
     keras.utils.set_random_seed(0)
     backbone = keras_rmt.models.RMTBackbone(
@@ -369,7 +363,7 @@ def test_right_aligned_generation_steps_give_the_logits_of_one_pass(cached):
     token_ids = random_batch(2, 12, seed=5)["token_ids"]
     prompt_mask = np.zeros_like(token_ids)
     prompt_mask[:, :5] = 1
-    start_generation, next_logits = _generation_functions(causal_lm)
+    start_generation, next_logits = generation_functions(causal_lm)
     cache, index, _ = start_generation(
         keras.ops.convert_to_tensor(token_ids),
         keras.ops.convert_to_tensor(prompt_mask),

@@ -1,7 +1,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import make_rmt, text_inputs
+from conftest import build_optimizer, make_rmt, text_inputs
 
 from keras_rmt.callbacks import SegmentCurriculum
 from keras_rmt.datasets import SegmentedDataset
@@ -50,9 +50,12 @@ def _model():
         "adam",
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    return model
+    return build_optimizer(model)
 
 
+# Compiled: the curriculum's path as users run it, one traced function for
+# every epoch's batches on TensorFlow.
+@pytest.mark.compiled
 def test_fit_sees_the_scheduled_number_of_segments_each_epoch():
     # One input shape (TensorFlow's fit needs it; JAX compiles once); the
     # widths recorded are those made before padding.
