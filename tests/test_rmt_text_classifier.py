@@ -108,7 +108,7 @@ def test_fit_lowers_the_loss_and_evaluate_reports_the_last_segment(
     classifier.compile(optimizer=keras.optimizers.Adam(1e-2))
     build_optimizer(classifier)
     history = classifier.fit(
-        inputs, labels, batch_size=16, epochs=3, verbose=0
+        inputs, labels, batch_size=32, epochs=3, verbose=0
     ).history
     assert history["loss"][-1] < history["loss"][0]
     logs = classifier.evaluate(inputs, labels, return_dict=True, verbose=0)
@@ -210,7 +210,8 @@ def test_fit_predict_evaluate_from_raw_strings(tmp_path, wordpiece_tokenizer):
     assert numpy(x["token_ids"]).shape == (1, 15)
     classifier.compile(optimizer=keras.optimizers.Adam(1e-2))
     build_optimizer(classifier)
-    history = classifier.fit(texts, labels, batch_size=8, epochs=4, verbose=0)
+    # Whole-batch steps: each eager step on TensorFlow costs a second.
+    history = classifier.fit(texts, labels, batch_size=16, epochs=4, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
 
     predictions = classifier.predict(texts, batch_size=16, verbose=0)
