@@ -108,7 +108,7 @@ def test_fit_lowers_the_loss_and_evaluate_reports_the_last_segment(
     classifier.compile(optimizer=keras.optimizers.Adam(1e-2))
     build_optimizer(classifier)
     history = classifier.fit(
-        inputs, labels, batch_size=32, epochs=3, verbose=0
+        inputs, labels, batch_size=16, epochs=3, verbose=0
     ).history
     assert history["loss"][-1] < history["loss"][0]
     logs = classifier.evaluate(inputs, labels, return_dict=True, verbose=0)
