@@ -7,7 +7,13 @@ layers."""
 import keras
 import numpy as np
 import pytest
-from conftest import VOCABULARY_SIZE, make_rmt, numpy, random_batch
+from conftest import (
+    VOCABULARY_SIZE,
+    jitted_on_jax,
+    make_rmt,
+    numpy,
+    random_batch,
+)
 
 import keras_rmt
 
@@ -20,6 +26,12 @@ def family_rmt(request):
     return request.param, make_rmt(request.param, segment_length=SEGMENT_LENGTH)
 
 
+def _call(rmt, batch):
+    """`rmt(batch)` as numpy; on JAX one compiled call, not op by op (an
+    eager Mixtral call dispatches and compiles hundreds of small ops)."""
+    return numpy(jitted_on_jax(rmt, rmt)(batch))
+
+
 def _decoder_reference(backbone, memory, token_ids):
     """[read ; segment ; write] through the blocks and the final norm."""
     embeddings = backbone.token_embedding(token_ids)
@@ -27,7 +39,7 @@ def _decoder_reference(backbone, memory, token_ids):
     mask = np.ones(x.shape[:2], "int32")
     for block in backbone.transformer_layers:
         x = block(x, decoder_padding_mask=mask)
-    hidden = numpy(backbone.layer_norm(x))
+    hidden = backbone.layer_norm(x)
     m = memory.shape[1]
     return hidden[:, m:-m], hidden[:, -m:]
 
@@ -36,7 +48,7 @@ def _albert_reference(backbone, memory, token_ids):
     """[first token ; memory ; rest] after the embedding projection: the
     memory is at the hidden width and takes no position."""
     tokens = backbone.token_embedding(token_ids)
-    segments = backbone.segment_embedding(np.zeros_like(token_ids))
+    segments = backbone.segment_embedding(keras.ops.zeros_like(token_ids))
     x = tokens + backbone.position_embedding(tokens) + segments
     x = backbone.embeddings_projection(backbone.embeddings_layer_norm(x))
     x = keras.ops.concatenate([x[:, :1], memory, x[:, 1:]], axis=1)
@@ -46,18 +58,25 @@ def _albert_reference(backbone, memory, token_ids):
         for _ in range(calls):
             for block in group:
                 x = block(x, padding_mask=mask)
-    hidden, m = numpy(x), memory.shape[1]
-    tokens = np.concatenate([hidden[:, :1], hidden[:, 1 + m :]], axis=1)
-    return tokens, hidden[:, 1 : 1 + m]
+    m = memory.shape[1]
+    tokens = keras.ops.concatenate([x[:, :1], x[:, 1 + m :]], axis=1)
+    return tokens, x[:, 1 : 1 + m]
 
 
 def test_one_segment_equals_reference_from_the_backbones_layers(family_rmt):
     family, rmt = family_rmt
     batch = random_batch(2, SEGMENT_LENGTH)
-    outputs = numpy(rmt(batch))
-    memory = rmt.memory(np.zeros((2, 1, 16), "float32"))
+    outputs = _call(rmt, batch)
     reference = _albert_reference if family == "albert" else _decoder_reference
-    tokens, written = reference(rmt.backbone, memory, batch["token_ids"])
+
+    def reference_of(token_ids):
+        memory = rmt.memory(keras.ops.zeros((2, 1, 16), "float32"))
+        return reference(rmt.backbone, memory, token_ids)
+
+    # Compiled on JAX too: the backbone's layers op by op cost more.
+    tokens, written = numpy(
+        jitted_on_jax(rmt, reference_of)(batch["token_ids"])
+    )
     assert rmt.memory_layout == ("encoder" if family == "albert" else "decoder")
     np.testing.assert_allclose(outputs["sequence_output"], tokens, atol=1e-5)
     np.testing.assert_allclose(outputs["memory"], written, atol=1e-5)
@@ -65,25 +84,29 @@ def test_one_segment_equals_reference_from_the_backbones_layers(family_rmt):
 
 def test_short_row_in_a_long_batch_equals_the_row_alone(family_rmt):
     _, rmt = family_rmt
-    batch = random_batch(2, 14, seed=2, lengths=[14, 5])
-    together = numpy(rmt(batch))
+    # Row 1 fills the first of the batch's three segments. Alone, it is
+    # cut to (2, SEGMENT_LENGTH) (row 0 cut too): the shape of the one-
+    # segment test, whose compiled call JAX's cache then reuses.
+    batch = random_batch(2, 14, seed=2, lengths=[14, SEGMENT_LENGTH])
+    together = _call(rmt, batch)
     assert together["sequence_output"].shape == (2, 14, 16)
-    alone = numpy(rmt({k: v[1:, :5] for k, v in batch.items()}))
+    alone = _call(rmt, {k: v[:, :SEGMENT_LENGTH] for k, v in batch.items()})
     np.testing.assert_allclose(
-        together["sequence_output"][1, :5],
-        alone["sequence_output"][0],
+        together["sequence_output"][1, :SEGMENT_LENGTH],
+        alone["sequence_output"][1],
         atol=1e-5,
     )
     np.testing.assert_allclose(
-        together["memory"][1], alone["memory"][0], atol=1e-5
+        together["memory"][1], alone["memory"][1], atol=1e-5
     )
 
 
 def test_fit_step_trains_the_memory_and_the_keras_file_reloads(
     family_rmt, tmp_path
 ):
-    family, _ = family_rmt
-    rmt = make_rmt(family, segment_length=SEGMENT_LENGTH, seed=1)
+    # The module's layer (building another costs seconds on JAX): the other
+    # tests compare it with itself or its own layers, whatever its weights.
+    family, rmt = family_rmt
     inputs = {
         name: keras.Input((None,), dtype="int32", name=name)
         for name in ("token_ids", "padding_mask")
@@ -93,7 +116,6 @@ def test_fit_step_trains_the_memory_and_the_keras_file_reloads(
     model.compile(
         optimizer=keras.optimizers.SGD(0.5),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        run_eagerly=True,
     )
     batch = random_batch(2, 12, seed=3, lengths=[12, 7])
     before = numpy(rmt.memory.memory)

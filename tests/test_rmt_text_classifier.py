@@ -5,6 +5,7 @@ import pytest
 from conftest import (
     backbone_inputs,
     build_optimizer,
+    jitted_on_jax,
     make_backbone,
     make_rmt_backbone,
     numpy,
@@ -66,7 +67,10 @@ def test_mean_segment_loss_averages_segments_that_hold_tokens():
     classifier = _classifier("bert", segment_loss="mean")
     batch = backbone_inputs(random_batch(2, 11, lengths=LENGTHS), "bert")
     labels = np.array([2, 0], "int32")
-    segment_logits = numpy(classifier(batch, training=True))
+    # Each call once (op by op on JAX, each costs): no dropout, so a
+    # second call would give the same logits.
+    training_logits = classifier(batch, training=True)
+    segment_logits = numpy(training_logits)
     assert segment_logits.shape == (2, 3, 3)
     np.testing.assert_allclose(
         segment_logits[[0, 1], [2, 1]],
@@ -76,20 +80,26 @@ def test_mean_segment_loss_averages_segments_that_hold_tokens():
     losses = -_log_softmax(segment_logits)[[0, 1], :, labels]
     # The 6-token row holds tokens in its first two segments only.
     expected = (losses[0].mean() + losses[1, :2].mean()) / 2
-    got = classifier.compute_loss(
-        batch, labels, classifier(batch, training=True)
-    )
+    got = classifier.compute_loss(batch, labels, training_logits)
     np.testing.assert_allclose(numpy(got), expected, rtol=1e-5)
 
     last = _classifier("bert")
-    last_logits = numpy(last(batch, training=True))
+    training_logits = last(batch, training=True)
+    last_logits = numpy(training_logits)
     assert last_logits.shape == (2, 3)
     expected = -_log_softmax(last_logits)[[0, 1], labels].mean()
-    got = last.compute_loss(batch, labels, last(batch, training=True))
+    got = last.compute_loss(batch, labels, training_logits)
     np.testing.assert_allclose(numpy(got), expected, rtol=1e-5)
 
 
-@pytest.mark.parametrize("segment_loss", ["last", "mean"])
+@pytest.mark.parametrize(
+    "segment_loss",
+    [
+        # The task's compiled fit, evaluate and predict on TensorFlow.
+        pytest.param("last", marks=pytest.mark.compiled),
+        "mean",
+    ],
+)
 def test_fit_lowers_the_loss_and_evaluate_reports_the_last_segment(
     segment_loss,
 ):
@@ -205,8 +215,12 @@ def test_fit_predict_evaluate_from_raw_strings(tmp_path, wordpiece_tokenizer):
 
     predictions = classifier.predict(texts, batch_size=16, verbose=0)
     x, _ = preprocessor(texts, labels)
+    # The call on the token ids, in one compiled call on JAX (op by op,
+    # it costs more).
     np.testing.assert_allclose(
-        predictions, numpy(classifier(numpy(x))), atol=1e-5
+        predictions,
+        numpy(jitted_on_jax(classifier, classifier)(numpy(x))),
+        atol=1e-5,
     )
     logs = classifier.evaluate(
         texts, labels, batch_size=16, return_dict=True, verbose=0

@@ -94,7 +94,7 @@ def export_saved_model(model, path, overwrite=False, verbose=False):
     import os, tempfile
 
     backbone = keras_hub.models.GPT2Backbone(
-        vocabulary_size=100, num_layers=2, num_heads=2, hidden_dim=16,
+        vocabulary_size=100, num_layers=1, num_heads=2, hidden_dim=16,
         intermediate_dim=32, max_sequence_length=16,
     )
     rmt = keras_rmt.layers.RecurrentSegments(

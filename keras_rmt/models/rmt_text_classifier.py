@@ -57,7 +57,7 @@ class RMTTextClassifier(
     Example:
     ```python
     bert = keras_hub.models.BertBackbone(
-        vocabulary_size=100, num_layers=2, num_heads=2, hidden_dim=16,
+        vocabulary_size=100, num_layers=1, num_heads=2, hidden_dim=16,
         intermediate_dim=32, max_sequence_length=16,
     )
     backbone = keras_rmt.models.RMTBackbone(
