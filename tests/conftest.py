@@ -77,50 +77,73 @@ def _common(num_heads_key="num_heads"):
     }
 
 
-def _learned_positions():
-    return {**_common(), "dropout": 0.0, "max_sequence_length": POSITIONS}
+def _learned_positions(**extra):
+    return {
+        **_common(),
+        "dropout": 0.0,
+        "max_sequence_length": POSITIONS,
+        **extra,
+    }
 
 
 def _rotary(**extra):
     return {**_common("num_query_heads"), "num_key_value_heads": 1, **extra}
 
 
+# Each takes overrides of its config's values (`make_backbone`).
 BACKBONES = {
-    "gpt2": lambda: keras_hub.models.GPT2Backbone(**_learned_positions()),
-    "opt": lambda: keras_hub.models.OPTBackbone(**_learned_positions()),
-    "llama": lambda: keras_hub.models.LlamaBackbone(**_rotary()),
-    "mistral": lambda: keras_hub.models.MistralBackbone(**_rotary()),
-    "gemma": lambda: keras_hub.models.GemmaBackbone(**_rotary(head_dim=8)),
-    "bert": lambda: keras_hub.models.BertBackbone(**_learned_positions()),
-    "roberta": lambda: keras_hub.models.RobertaBackbone(**_learned_positions()),
-    "distilbert": lambda: keras_hub.models.DistilBertBackbone(
-        **_learned_positions()
+    "gpt2": lambda **o: keras_hub.models.GPT2Backbone(
+        **_learned_positions(**o)
     ),
-    "mixtral": lambda: keras_hub.models.MixtralBackbone(
-        **_rotary(num_experts=4, top_k=2, router_aux_loss_coef=10.0)
+    "opt": lambda **o: keras_hub.models.OPTBackbone(**_learned_positions(**o)),
+    "llama": lambda **o: keras_hub.models.LlamaBackbone(**_rotary(**o)),
+    "mistral": lambda **o: keras_hub.models.MistralBackbone(**_rotary(**o)),
+    "gemma": lambda **o: keras_hub.models.GemmaBackbone(
+        **_rotary(head_dim=8, **o)
     ),
-    "albert": lambda: keras_hub.models.AlbertBackbone(
-        **_learned_positions(), embedding_dim=8
+    "bert": lambda **o: keras_hub.models.BertBackbone(
+        **_learned_positions(**o)
     ),
-    "qwen3": lambda: keras_hub.models.Qwen3Backbone(**_rotary(head_dim=8)),
-    "phi3": lambda: keras_hub.models.Phi3Backbone(**_rotary()),
+    "roberta": lambda **o: keras_hub.models.RobertaBackbone(
+        **_learned_positions(**o)
+    ),
+    "distilbert": lambda **o: keras_hub.models.DistilBertBackbone(
+        **_learned_positions(**o)
+    ),
+    "mixtral": lambda **o: keras_hub.models.MixtralBackbone(
+        **_rotary(num_experts=4, top_k=2, router_aux_loss_coef=10.0, **o)
+    ),
+    "albert": lambda **o: keras_hub.models.AlbertBackbone(
+        **_learned_positions(embedding_dim=8, **o)
+    ),
+    "qwen3": lambda **o: keras_hub.models.Qwen3Backbone(
+        **_rotary(head_dim=8, **o)
+    ),
+    "phi3": lambda **o: keras_hub.models.Phi3Backbone(**_rotary(**o)),
 }
 DECODERS = ("gpt2", "opt", "llama", "mistral", "gemma")
 ENCODERS = ("bert", "roberta", "distilbert")
 
 
-def make_backbone(family, seed=0):
+def make_backbone(family, seed=0, **overrides):
+    """The family's tiny backbone; `overrides` replace its config's values."""
     keras.utils.set_random_seed(seed)
-    return BACKBONES[family]()
+    return BACKBONES[family](**overrides)
 
 
-def make_rmt(family="gpt2", num_tokens=2, segment_length=4, seed=0, **kwargs):
-    backbone = make_backbone(family, seed)
+def wrap_rmt(backbone, num_tokens=2, segment_length=4, **kwargs):
+    """`backbone` as a `RecurrentSegments` with `num_tokens` memory tokens."""
     return keras_rmt.layers.RecurrentSegments(
         backbone,
         memory=keras_rmt.layers.MemoryTokens(num_tokens),
         segment_length=segment_length,
         **kwargs,
+    )
+
+
+def make_rmt(family="gpt2", num_tokens=2, segment_length=4, seed=0, **kwargs):
+    return wrap_rmt(
+        make_backbone(family, seed), num_tokens, segment_length, **kwargs
     )
 
 
@@ -377,12 +400,7 @@ def shared_backbone(family):
 
 def make_rmt_on_shared(family="gpt2", num_tokens=2, segment_length=4, **kw):
     """As `make_rmt`, around `shared_backbone(family)`: never train it."""
-    return keras_rmt.layers.RecurrentSegments(
-        shared_backbone(family),
-        memory=keras_rmt.layers.MemoryTokens(num_tokens),
-        segment_length=segment_length,
-        **kw,
-    )
+    return wrap_rmt(shared_backbone(family), num_tokens, segment_length, **kw)
 
 
 # === Shared by the causal LM tests ===

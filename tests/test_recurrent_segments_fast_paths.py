@@ -7,16 +7,17 @@ unrolled Python loop of `call`, losses added inside the backbone included.
 """
 
 import keras
-import keras_hub
 import numpy as np
 import pytest
 from conftest import (
     HIDDEN_DIM,
     VOCABULARY_SIZE,
     build_optimizer,
+    make_backbone,
     make_rmt_on_shared,
     numpy,
     random_batch,
+    wrap_rmt,
 )
 
 import keras_rmt
@@ -27,24 +28,10 @@ TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
 
 
 def _dropout_rmt(**kwargs):
-    keras.utils.set_random_seed(0)
-    backbone = keras_hub.models.GPT2Backbone(
-        vocabulary_size=VOCABULARY_SIZE,
-        # One block: the loops differ over segments, not blocks, and each
-        # loop compiles (JAX) or traces (TensorFlow) half the graph.
-        num_layers=1,
-        num_heads=2,
-        hidden_dim=HIDDEN_DIM,
-        intermediate_dim=32,
-        max_sequence_length=32,
-        dropout=0.1,
-    )
-    return keras_rmt.layers.RecurrentSegments(
-        backbone,
-        memory=keras_rmt.layers.MemoryTokens(2),
-        segment_length=4,
-        **kwargs,
-    )
+    # One block: the loops differ over segments, not blocks, and each loop
+    # compiles (JAX) or traces (TensorFlow) half the graph.
+    backbone = make_backbone("gpt2", num_layers=1, dropout=0.1)
+    return wrap_rmt(backbone, **kwargs)
 
 
 def _outputs_and_gradient(rmt, batch):
@@ -378,24 +365,7 @@ def test_fit_with_dropout_on_the_default_loop_equals_unrolled():
 def _moe_rmt(**kwargs):
     # Tiny Mixtral, router_aux_loss_coef=10: its aux loss dominates. One
     # block, as `_dropout_rmt`: JAX runs these calls op by op.
-    keras.utils.set_random_seed(0)
-    backbone = keras_hub.models.MixtralBackbone(
-        vocabulary_size=VOCABULARY_SIZE,
-        num_layers=1,
-        num_query_heads=2,
-        num_key_value_heads=1,
-        hidden_dim=HIDDEN_DIM,
-        intermediate_dim=32,
-        num_experts=4,
-        top_k=2,
-        router_aux_loss_coef=10.0,
-    )
-    return keras_rmt.layers.RecurrentSegments(
-        backbone,
-        memory=keras_rmt.layers.MemoryTokens(2),
-        segment_length=4,
-        **kwargs,
-    )
+    return wrap_rmt(make_backbone("mixtral", num_layers=1), **kwargs)
 
 
 def _total_loss(layer):

@@ -195,6 +195,7 @@ class RecurrentSegments(keras.layers.Layer):
         check_choice("memory_layout", memory_layout, ("auto", *LAYOUTS))
         check_choice("memory_attention", memory_attention, MEMORY_ATTENTIONS)
         check_choice("segment_loop", segment_loop, segment_loops.SEGMENT_LOOPS)
+        check_choice("remat", remat, segment_loops.REMAT_CHOICES)
         segment_loops.check_backend_allows(segment_loop, remat)
         scan_unroll = segment_loops.check_scan_unroll(scan_unroll, segment_loop)
         body = BackboneBody(backbone)

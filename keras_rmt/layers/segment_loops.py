@@ -29,7 +29,7 @@ import keras
 from keras import ops
 
 from keras_rmt.backend.compiled import compile_for_inference
-from keras_rmt.utils.checks import check_choice, check_positive_integer
+from keras_rmt.utils.checks import check_positive_integer
 from keras_rmt.utils.keras_hub_internals import forget_losses
 
 SEGMENT_LOOPS = ("auto", "unrolled", "scan")
@@ -63,7 +63,6 @@ Loop = collections.namedtuple("Loop", ["name", "scan_unroll", "remat"])
 
 def check_backend_allows(segment_loop, remat):
     """Refuses the loops the current backend cannot train through."""
-    check_choice("remat", remat, REMAT_CHOICES)
     if keras.backend.backend() != "tensorflow":
         return
     if segment_loop == "scan":
