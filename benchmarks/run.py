@@ -260,7 +260,8 @@ def _run_kind(kind, config):
         try:
             if kind == "rmt_infer":
                 batch = _batch(config, B, count * L)
-                rmt._inference_step = None  # time the compile at every count
+                # Time the compile at every count.
+                rmt._inference_functions = None
 
                 def run():
                     out = rmt.infer(batch, keep="last_segment")

@@ -33,6 +33,25 @@ def compile_for_inference(layer, function):
     return function
 
 
+def split_for_inference(layer, function):
+    """`function`, the light work before a compiled step, made one call.
+
+    On JAX every eager op is dispatched from Python (about 0.1 ms each), so
+    the few dozen small ops that cut an input into segments would keep the
+    accelerator waiting for the first segment; there they are jitted into
+    one call (compiled once per input shape; `function` may read `layer`'s
+    variables). TensorFlow's and torch's eager ops cost microseconds, so
+    there `function` runs as it is, with nothing to trace.
+    """
+    if keras.backend.backend() == "jax":
+        return jax_jit_reading_weights(layer, function)
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.no_grad()(function)
+    return function
+
+
 def jax_jit_reading_weights(layer, function):
     """`function`, which reads `layer`'s variables, jitted on JAX.
 

@@ -239,7 +239,7 @@ class RecurrentSegments(keras.layers.Layer):
         self.segment_loop = segment_loop
         self.remat = remat
         self.scan_unroll = scan_unroll
-        self._inference_step = None
+        self._inference_functions = None
 
     @property
     def num_memory_tokens(self):
@@ -395,12 +395,8 @@ class RecurrentSegments(keras.layers.Layer):
         token_ids, padding_mask, extras, given = self._unpack(
             {**inputs, **({} if memory is None else {"memory": memory})}
         )
-        memory = self._start_memory(token_ids, given)
-        streams, _, count = self._aligned_streams(
-            token_ids, padding_mask, extras
-        )
         for tokens, memory in segment_loops.compiled_steps(
-            self, streams, memory, count
+            self, token_ids, padding_mask, extras, given
         ):
             yield {"sequence_output": tokens, "memory": memory}
 

@@ -28,7 +28,10 @@ import collections
 import keras
 from keras import ops
 
-from keras_rmt.backend.compiled import compile_for_inference
+from keras_rmt.backend.compiled import (
+    compile_for_inference,
+    split_for_inference,
+)
 from keras_rmt.utils.checks import check_positive_integer
 from keras_rmt.utils.keras_hub_internals import forget_losses
 
@@ -161,26 +164,43 @@ def run_segments(layer, streams, memory, last, count, training):
     )
 
 
-def compiled_steps(layer, streams, memory, count):
+def compiled_steps(layer, token_ids, padding_mask, extras, memory):
     """Yields `(tokens, memory)` for each segment, at inference.
 
     Every segment runs through one compiled step, compiled once per batch
     size and kept on the layer, so a long input costs one compilation and
-    the memory of one segment. `memory` is also what every segment reads
-    when `carry_memory=False`, as in `run_segments`.
+    the memory of one segment. The input is cut into segments first, in one
+    call (`split_for_inference`), so the first segment starts without a
+    string of small ops before it. `memory` (None: the learned memory) is
+    also what every segment reads when `carry_memory=False`, as in
+    `run_segments`.
     """
-    if layer._inference_step is None:
+    if layer._inference_functions is None:
+
+        def split(token_ids, padding_mask, extras, memory):
+            memory = layer._start_memory(token_ids, memory)
+            streams, _, count = layer._aligned_streams(
+                token_ids, padding_mask, extras
+            )
+            L = layer.segment_length
+            segments = [
+                {k: v[:, i * L : (i + 1) * L] for k, v in streams.items()}
+                for i in range(count)
+            ]
+            return memory, segments
 
         def step(memory, initial, segment):
             return layer._segment_step(memory, initial, segment, False)
 
-        layer._inference_step = compile_for_inference(layer, step)
-    initial, L = memory, layer.segment_length
-    for index in range(int(count)):
-        segment = {
-            k: v[:, index * L : (index + 1) * L] for k, v in streams.items()
-        }
-        tokens, memory = layer._inference_step(memory, initial, segment)
+        layer._inference_functions = (
+            split_for_inference(layer, split),
+            compile_for_inference(layer, step),
+        )
+    split, step = layer._inference_functions
+    memory, segments = split(token_ids, padding_mask, extras, memory)
+    initial = memory
+    for segment in segments:
+        tokens, memory = step(memory, initial, segment)
         yield tokens, memory
 
 
