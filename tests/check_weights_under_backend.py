@@ -1,8 +1,9 @@
 """Checks weights saved under another backend, in a process of its own.
 
-`python check_weights_under_backend.py WEIGHTS EXPECTED.npz` rebuilds
-`recall_model()`, loads the weights and compares its logits with the saved
-ones. The tests import `recall_model` from here too.
+`python check_weights_under_backend.py IN_PREFIX OUT_PREFIX SEED` rebuilds
+`recall_model()`, loads the weights saved at IN_PREFIX and compares its
+logits with the saved ones, then saves the weights and logits of a model
+made with SEED. The tests import `recall_model` from here too.
 """
 
 import os
@@ -60,15 +61,39 @@ def recall_model(carry_memory=True, seed=1):
     return model
 
 
-if __name__ == "__main__":
+def save_weights_and_logits(model, inputs, prefix):
+    """Writes `PREFIX.weights.h5` and `PREFIX.npz` (the inputs and logits)."""
     import keras
 
-    weights, expected = sys.argv[1:]
-    data = np.load(expected)
-    model = recall_model()
-    model.load_weights(weights)
+    # Called, not `predict`: the first `predict` of a model traces it, which
+    # costs more than the call on every backend.
+    logits = keras.ops.convert_to_numpy(model(inputs))
+    model.save_weights(f"{prefix}.weights.h5")
+    np.savez(f"{prefix}.npz", logits=logits, **inputs)
+
+
+def max_difference_after_loading(model, prefix):
+    """Loads `PREFIX.weights.h5`; the largest difference from its logits."""
+    import keras
+
+    data = np.load(f"{prefix}.npz")
+    model.load_weights(f"{prefix}.weights.h5")
     inputs = {name: data[name] for name in ("token_ids", "padding_mask")}
     got = keras.ops.convert_to_numpy(model(inputs))
-    error = float(np.abs(got - data["logits"]).max())
+    return float(np.abs(got - data["logits"]).max())
+
+
+if __name__ == "__main__":
+    # check_weights_under_backend.py IN_PREFIX OUT_PREFIX SEED: checks the
+    # weights saved at IN_PREFIX, then saves those of a model made with
+    # SEED, on the same inputs, at OUT_PREFIX.
+    import keras
+
+    source, target, seed = sys.argv[1:]
+    error = max_difference_after_loading(recall_model(), source)
     print(f"max abs difference under {keras.backend.backend()}: {error:.2e}")
-    sys.exit(0 if error < 1e-4 else 1)
+    if error >= 1e-4:
+        sys.exit(1)
+    inputs = dict(np.load(f"{source}.npz"))
+    del inputs["logits"]
+    save_weights_and_logits(recall_model(seed=int(seed)), inputs, target)

@@ -4,13 +4,18 @@ import sys
 
 import keras
 import numpy as np
-from check_weights_under_backend import recall_model
+import pytest
+from check_weights_under_backend import (
+    max_difference_after_loading,
+    recall_model,
+    save_weights_and_logits,
+)
 from conftest import make_rmt, numpy, random_batch, text_inputs
 from tasks.first_token_recall import first_token_recall
 
 import keras_rmt
 
-NEXT_BACKEND = {"tensorflow": "jax", "jax": "torch", "torch": "tensorflow"}
+BACKENDS = ("tensorflow", "jax", "torch")
 
 
 def test_keras_file_round_trip_gives_identical_outputs(tmp_path):
@@ -42,31 +47,38 @@ def test_layer_config_round_trip():
     assert clone.get_config() == layer.get_config()
 
 
+@pytest.mark.backend_independent
 def test_weights_load_under_another_backend(tmp_path):
-    model = recall_model()
+    # A ring through the three backends, run once: this process saves; each
+    # other backend, in a process of its own, checks the weights the one
+    # before it saved and saves its own (other values); this process checks
+    # the last ones.
+    start = BACKENDS.index(keras.backend.backend())
+    ring = BACKENDS[start:] + BACKENDS[:start]
     inputs, _ = first_token_recall(4, seed=3)
     inputs["padding_mask"][1, 7:] = 0
-    # Called, not `predict` (here and in the script): the first `predict`
-    # of a model traces it, which costs more than the call on every backend.
-    logits = keras.ops.convert_to_numpy(model(inputs))
-    model.save_weights(tmp_path / "model.weights.h5")
-    np.savez(tmp_path / "expected.npz", logits=logits, **inputs)
-
-    other = NEXT_BACKEND[keras.backend.backend()]
+    save_weights_and_logits(recall_model(), inputs, tmp_path / ring[0])
     script = os.path.join(
         os.path.dirname(__file__), "check_weights_under_backend.py"
     )
-    result = subprocess.run(
-        [
-            sys.executable,
-            script,
-            str(tmp_path / "model.weights.h5"),
-            str(tmp_path / "expected.npz"),
-        ],
-        env={**os.environ, "KERAS_BACKEND": other},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert f"under {other}" in result.stdout
+    for seed, (saved_by, backend) in enumerate(zip(ring, ring[1:]), 2):
+        result = subprocess.run(
+            [
+                sys.executable,
+                script,
+                str(tmp_path / saved_by),
+                str(tmp_path / backend),
+                str(seed),
+            ],
+            env={**os.environ, "KERAS_BACKEND": backend},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"under {backend}" in result.stdout
+    model = recall_model()
+    assert max_difference_after_loading(model, tmp_path / ring[-1]) < 1e-4
+    # What this process loaded last is the last backend's own model.
+    head = numpy(model.get_layer("head").kernel)
+    assert not np.allclose(head, numpy(recall_model().get_layer("head").kernel))
