@@ -5,7 +5,8 @@ only, the same on TensorFlow, JAX and PyTorch. The backend's own API
 appears in three named places:
 
 - `keras_rmt.backend.compiled`: compiling one segment step for inference
-  (`jax.jit`, `tf.function` with XLA, `torch.no_grad`).
+  (`jax.jit`, `tf.function` with XLA, `torch.no_grad`), and, on JAX, the
+  cutting of an input into segments before it.
 - `keras_rmt.export`: TF SavedModels are TensorFlow graphs, written from the
   TensorFlow backend directly and from JAX through `jax2tf`.
 - `keras_rmt.distribution`: `keras.distribution` device meshes on JAX and
