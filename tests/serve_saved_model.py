@@ -1,6 +1,6 @@
 """Runs an exported RMT SavedModel in a process that imports TensorFlow only.
 
-    python serve_saved_model.py SAVED_MODEL REQUESTS.npz RESULTS.npz
+    python serve_saved_model.py SAVED_MODEL REQUESTS.npz RESULTS.npz [SERVER]
 
 For every `NAME/token_ids` (and `NAME/padding_mask`) in REQUESTS, writes
 `serve/NAME/OUTPUT` from one `serve` call and `stream/NAME/OUTPUT` from
@@ -13,10 +13,17 @@ SavedModel (TensorFlow's own command, run here: a process of its own would
 import TensorFlow, and with it JAX and Keras, once more). Keras, keras-hub,
 keras-rmt, JAX and PyTorch cannot be imported here (TensorFlow runs without
 them); `blocked` lists them.
+
+Then, given SERVER (the path of `keras_rmt/export/rest_server.py`), runs
+that script's `main` on SAVED_MODEL in this process (`--port 0`), as
+`python SERVER SAVED_MODEL --port 0` would: it prints `Serving rmt at URL`
+and serves until stopped. One TensorFlow-only process for both, rather
+than two that each import TensorFlow.
 """
 
 import contextlib
 import io
+import runpy
 import sys
 
 BLOCKED = ("keras", "keras_hub", "keras_rmt", "jax", "torch")
@@ -63,7 +70,7 @@ def saved_model_cli_show(saved_model):
     return shown.getvalue()
 
 
-def main(saved_model, requests, results_path):
+def main(saved_model, requests, results_path, server=None):
     served = tf.saved_model.load(saved_model)
     requests = np.load(requests)
     names = sorted({key.split("/")[0] for key in requests.files})
@@ -89,6 +96,10 @@ def main(saved_model, requests, results_path):
         [name for name in BLOCKED if sys.modules[name] is None]
     )
     np.savez(results_path, **results)
+    if server:
+        # Run by path, as a script: it cannot be imported from keras_rmt.
+        serve = runpy.run_path(server, run_name="rest_server")["main"]
+        serve([saved_model, "--name", "rmt", "--port", "0"])
 
 
 if __name__ == "__main__":

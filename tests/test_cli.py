@@ -8,7 +8,7 @@ import time
 import keras
 import numpy as np
 import pytest
-from conftest import make_rmt, numpy, random_batch, text_inputs
+from conftest import make_backbone, numpy, random_batch, text_inputs, wrap_rmt
 
 from keras_rmt.export import cli
 
@@ -20,10 +20,16 @@ EXPORTS_HERE = pytest.mark.skipif(
 )
 
 
+def one_block_rmt():
+    """A tiny RMT over a 1-block GPT-2: each block costs every `.keras`
+    load (and save) its layers; the command does not depend on the depth."""
+    return wrap_rmt(make_backbone("gpt2", num_layers=1), 2, 4)
+
+
 @pytest.fixture(scope="module")
 def keras_file(tmp_path_factory):
     inputs = text_inputs()
-    rmt = make_rmt("gpt2", 2, 4)
+    rmt = one_block_rmt()
     sequence_output = rmt(inputs)["sequence_output"]
     model = keras.Model(inputs, {"sequence_output": sequence_output})
     path = str(tmp_path_factory.mktemp("cli") / "model.keras")
@@ -179,7 +185,7 @@ def test_safe_mode_false_reaches_the_loader(keras_file, monkeypatch):
 
 def test_a_model_with_a_lambda_layer_loads_with_safe_mode_false(tmp_path):
     inputs = text_inputs()
-    hidden = make_rmt("gpt2", 2, 4)(inputs)["sequence_output"]
+    hidden = one_block_rmt()(inputs)["sequence_output"]
     doubled = keras.layers.Lambda(lambda x: x * 2.0)(hidden)
     model = keras.Model(inputs, {"sequence_output": doubled})
     path = str(tmp_path / "lambda.keras")

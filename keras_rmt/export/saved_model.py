@@ -73,7 +73,8 @@ def export_saved_model(model, path, overwrite=False, verbose=False):
     new export, and the temporary folder is removed if writing fails.
 
     Keras writes SavedModels from the TensorFlow and JAX backends only (JAX
-    through `jax2tf`, with the batch size and the length left symbolic). A
+    through `jax2tf`, with the batch size and the length left symbolic, and
+    without gradients: the SavedModel serves, it is not trained further). A
     model trained with PyTorch is saved as `.keras` and exported with the
     command `python -m keras_rmt export MODEL.keras OUT_DIR`, which reloads it
     under TensorFlow (or `--backend jax`) in place of the current process.
@@ -422,11 +423,15 @@ def _endpoint(archive, name, function, specs):
     options = {}
     if keras.backend.backend() == "jax":
         # One symbol for the batch and one for the length, shared by every
-        # input, so that shapes agree inside the traced graph.
+        # input, so that shapes agree inside the traced graph. No gradient:
+        # the SavedModel serves, and `tf.saved_model.save` would otherwise
+        # trace and serialize each function's VJP, two thirds of the time
+        # of an export.
         options["jax2tf_kwargs"] = {
             "polymorphic_shapes": [
                 {key: _symbols(key, x) for key, x in specs.items()}
-            ]
+            ],
+            "with_gradient": False,
         }
 
     def call(inputs):
