@@ -1,7 +1,13 @@
 import keras
 import numpy as np
 import pytest
-from conftest import make_backbone, make_rmt_backbone, numpy, random_batch
+from conftest import (
+    build_optimizer,
+    jitted_on_jax,
+    make_backbone,
+    numpy,
+    random_batch,
+)
 from test_associative_memory import randomize
 from test_case import run_task_test
 
@@ -14,8 +20,14 @@ import keras_rmt
 KEY_DIM = 4
 
 
-def armt_backbone(family="gpt2"):
-    backbone = make_rmt_backbone(family, associative_key_dim=KEY_DIM)
+def armt_backbone(family="gpt2", **overrides):
+    """A tiny associative `RMTBackbone`; `overrides` go to its backbone."""
+    backbone = keras_rmt.models.RMTBackbone(
+        make_backbone(family, **overrides),
+        num_memory_tokens=2,
+        segment_length=4,
+        associative_key_dim=KEY_DIM,
+    )
     for layer in backbone.recurrent_segments.associative_memories:
         randomize(layer, seed=1)
     return backbone
@@ -24,7 +36,11 @@ def armt_backbone(family="gpt2"):
 @pytest.fixture(scope="module")
 def armt_lm():
     # Compiled once: `compile()` drops the traced `predict` and `generate`.
-    causal_lm = keras_rmt.models.RMTCausalLM(armt_backbone())
+    # One block: what its tests check (logits, generation, export) does
+    # not depend on depth, and each trace and compile of it costs half.
+    # The 2-block state is checked by test_associative_recurrent_segments
+    # and test_a_training_step_moves_every_associative_weight.
+    causal_lm = keras_rmt.models.RMTCausalLM(armt_backbone(num_layers=1))
     causal_lm.compile(sampler="greedy")
     return causal_lm
 
@@ -47,10 +63,12 @@ def test_backbone_reads_a_stream_in_pieces_as_at_once():
     layer = backbone.recurrent_segments
     assert isinstance(layer, keras_rmt.layers.AssociativeRecurrentSegments)
     batch = random_batch(2, 12, lengths=[12, 7])
-    whole = numpy(backbone(batch))
-    first = backbone({k: v[:, :8] for k, v in batch.items()})
+    # Jitted on JAX: op by op, each operation of each segment compiles.
+    call = jitted_on_jax(backbone, backbone)
+    whole = numpy(call(batch))
+    first = call({k: v[:, :8] for k, v in batch.items()})
     rest = {k: keras.ops.convert_to_tensor(v[:, 8:]) for k, v in batch.items()}
-    rest = backbone({**rest, "memory": first["memory"]})
+    rest = call({**rest, "memory": first["memory"]})
     np.testing.assert_allclose(
         numpy(rest["sequence_output"]),
         whole["sequence_output"][:, 8:],
@@ -66,8 +84,13 @@ def test_causal_lm_logits_and_round_trip(armt_lm, tmp_path):
     # test_score_gives_the_logits_of_predict's (one trace instead of two).
     causal_lm = armt_lm
     batch = random_batch(2, 10, lengths=[10, 7])
-    hidden = causal_lm.backbone(batch)["sequence_output"]
-    expected = numpy(causal_lm.backbone.token_embedding(hidden, reverse=True))
+    backbone = causal_lm.backbone
+
+    def reference(inputs):
+        hidden = backbone(inputs)["sequence_output"]
+        return backbone.token_embedding(hidden, reverse=True)
+
+    expected = numpy(jitted_on_jax(backbone, reference)(batch))
     logits = causal_lm.predict(batch, verbose=0)
     np.testing.assert_allclose(logits, expected, atol=1e-5)
 
@@ -89,6 +112,8 @@ def test_a_training_step_moves_every_associative_weight():
     weights = [w for layer in layers for w in layer.trainable_weights]
     before = [numpy(w) for w in weights]
     restored.compile(optimizer=keras.optimizers.SGD(1.0))
+    # Else TensorFlow traces the train step twice (see build_optimizer).
+    build_optimizer(restored)
     restored.fit(
         batch,
         batch["token_ids"],
@@ -100,8 +125,9 @@ def test_a_training_step_moves_every_associative_weight():
 
 
 def test_text_classifier_builds_trains_and_round_trips(tmp_path):
+    # One block: the round trip and the training step do not need depth.
     classifier = keras_rmt.models.RMTTextClassifier(
-        armt_backbone("llama"), num_classes=3
+        armt_backbone("llama", num_layers=1), num_classes=3
     )
     # TensorFlow traces a graph for each `predict` and one for the train
     # step (20 s of the test's 25): run eagerly there (as every test not
@@ -156,8 +182,12 @@ def test_greedy_generation_carries_the_state_across_segments(armt_lm):
         )
     # The state is read: the same tokens without it give other logits.
     empty = keras_rmt.models.RMTCausalLM(
-        make_rmt_backbone(
-            "gpt2", associative_key_dim=KEY_DIM, carry_memory=False
+        keras_rmt.models.RMTBackbone(
+            make_backbone("gpt2", num_layers=1),
+            num_memory_tokens=2,
+            segment_length=4,
+            associative_key_dim=KEY_DIM,
+            carry_memory=False,
         )
     )
     empty.set_weights(armt_lm.get_weights())

@@ -8,6 +8,7 @@ from conftest import (
     POSITIONS,
     _rotary,
     gradient,
+    jitted_on_jax,
     make_backbone,
     numpy,
     random_batch,
@@ -23,24 +24,29 @@ MEMORY_IDS = [1, 2]
 KEY_DIM = 4
 
 
-def make_decoder(family, seed=0):
+def make_decoder(family, seed=0, **overrides):
     if family == "qwen":
         keras.utils.set_random_seed(seed)
-        return keras_hub.models.QwenBackbone(**_rotary())
-    return make_backbone(family, seed)
+        return keras_hub.models.QwenBackbone(**_rotary(**overrides))
+    return make_backbone(family, seed, **overrides)
 
 
-def make_armt(family="gpt2", segment_length=4, seed=0, **kwargs):
+def make_armt(
+    family="gpt2", segment_length=4, seed=0, num_layers=None, **kwargs
+):
     """A tiny ARMT whose value projections are drawn, not zero.
 
     With zero values (the paper's start) nothing is written, and every
     check below would hold trivially. Segments are unrolled unless asked
     otherwise: JAX compiles a scan at every eager call, which costs more
     than these tiny segments; `gpt2_armt` keeps the default loop.
+    `num_layers` replaces the backbone's 2 blocks where depth is not the
+    point.
     """
     kwargs.setdefault("segment_loop", "unrolled")
+    overrides = {} if num_layers is None else {"num_layers": num_layers}
     armt = keras_rmt.layers.AssociativeRecurrentSegments(
-        make_decoder(family, seed),
+        make_decoder(family, seed, **overrides),
         memory=keras_rmt.layers.MemoryTokens(len(MEMORY_IDS)),
         segment_length=segment_length,
         key_dim=KEY_DIM,
@@ -54,6 +60,15 @@ def make_armt(family="gpt2", segment_length=4, seed=0, **kwargs):
 @pytest.fixture(scope="module")
 def gpt2_armt():
     return make_armt("gpt2", segment_loop="auto")
+
+
+def call_of(armt):
+    """`armt`'s call as NumPy; on JAX jitted, one compile per input shape.
+
+    Op by op, JAX dispatches and compiles each operation of each segment.
+    """
+    call = jitted_on_jax(armt, armt)
+    return lambda inputs: numpy(call(inputs))
 
 
 @pytest.mark.parametrize("family", [*DECODERS, "qwen"])
@@ -106,14 +121,15 @@ def test_second_segment_reads_the_first_through_associative_memory():
     batch = random_batch(1, 8)
     changed = {k: v.copy() for k, v in batch.items()}
     changed["token_ids"][:, 1] = 3
-    first = numpy(armt(batch))["sequence_output"][:, 4:]
-    second = numpy(armt(changed))["sequence_output"][:, 4:]
+    call = call_of(armt)
+    first = call(batch)["sequence_output"][:, 4:]
+    second = call(changed)["sequence_output"][:, 4:]
     assert np.abs(first - second).max() > 1e-4
 
-    baseline = make_armt("gpt2", carry_memory=False)
+    baseline = call_of(make_armt("gpt2", carry_memory=False))
     np.testing.assert_array_equal(
-        numpy(baseline(batch))["sequence_output"][:, 4:],
-        numpy(baseline(changed))["sequence_output"][:, 4:],
+        baseline(batch)["sequence_output"][:, 4:],
+        baseline(changed)["sequence_output"][:, 4:],
     )
 
 
@@ -150,13 +166,12 @@ def test_bptt_depth_stops_gradients_through_the_state_exactly(depth):
 
 @pytest.mark.parametrize("alignment", ["left", "right"])
 def test_short_row_in_long_batch_equals_row_alone(alignment):
-    armt = make_armt("llama", alignment=alignment)
+    # One block: padding is handled (or not) in every block alike.
+    call = call_of(make_armt("llama", alignment=alignment, num_layers=1))
     batch = random_batch(3, 13, lengths=[7, 13, 4])
-    together = numpy(armt(batch))
+    together = call(batch)
     for row, length in enumerate([7, 13, 4]):
-        alone = numpy(
-            armt({k: v[row : row + 1, :length] for k, v in batch.items()})
-        )
+        alone = call({k: v[row : row + 1, :length] for k, v in batch.items()})
         np.testing.assert_allclose(
             together["sequence_output"][row, :length],
             alone["sequence_output"][0],
@@ -206,7 +221,8 @@ def test_memory_of_wrong_shape_is_refused(gpt2_armt):
 
 def test_keras_file_round_trip_gives_identical_outputs(tmp_path):
     inputs = text_inputs()
-    armt = make_armt("gpt2", bptt_depth=1)
+    # One block: saving and loading do not depend on depth.
+    armt = make_armt("gpt2", bptt_depth=1, num_layers=1)
     model = keras.Model(inputs, armt(inputs))
     # TensorFlow would trace each model's graph for `predict` (10 s of the
     # test's 14): both run eagerly there. JAX's compiled predict costs less
@@ -272,13 +288,14 @@ def test_position_budget_is_segment_plus_memory_tokens():
     armt.memory.memory.assign(table[MEMORY_IDS])
     batch = random_batch(1, length)
     joined = np.concatenate([batch["token_ids"], [MEMORY_IDS]], axis=1)
+    backbone = armt.backbone
     reference = numpy(
-        armt.backbone(
+        jitted_on_jax(backbone, backbone)(
             {"token_ids": joined, "padding_mask": np.ones_like(joined)}
         )
     )
     np.testing.assert_allclose(
-        numpy(armt(batch)["sequence_output"]),
+        call_of(armt)(batch)["sequence_output"],
         reference[:, :length],
         atol=1e-5,
     )
@@ -306,7 +323,7 @@ def test_mixed_precision_carries_the_state_in_float32(mixed_precision_armt):
     ids = random_batch(2, 12, seed=3, lengths=[12, 0])
     # A value that bfloat16 cannot hold: 1 + 2**-12.
     state = np.full((2, *armt.state_shape), 1 + 2**-12, "float32")
-    outputs = armt({**ids, "memory": state})
+    outputs = jitted_on_jax(armt, armt)({**ids, "memory": state})
     dtypes = {
         name: keras.backend.standardize_dtype(value.dtype)
         for name, value in outputs.items()
