@@ -6,16 +6,31 @@ from conftest import (
     ENCODERS,
     HIDDEN_DIM,
     gradient,
-    make_rmt,
+    make_backbone,
     make_rmt_on_shared,
     numpy,
     random_batch,
     text_inputs,
+    wrap_rmt,
 )
 
 import keras_rmt
 
 MEMORY_IDS = [1, 2]
+
+_ONE_BLOCK_BACKBONES = {}
+
+
+def _one_block_rmt(family, **kwargs):
+    """`make_rmt_on_shared` around a 1-block backbone, built once per family.
+
+    For the traced-graph tests: a loop's numbers differ over segments, not
+    blocks, and each block more is traced (TensorFlow) or compiled (JAX)
+    again for every graph.
+    """
+    if family not in _ONE_BLOCK_BACKBONES:
+        _ONE_BLOCK_BACKBONES[family] = make_backbone(family, num_layers=1)
+    return wrap_rmt(_ONE_BLOCK_BACKBONES[family], **kwargs)
 
 
 def _memory_from_token_rows(rmt, ids):
@@ -119,9 +134,7 @@ def test_bptt_depth_stops_gradients_exactly(family, depth):
 @pytest.mark.parametrize("alignment", ["left", "right"])
 def test_bptt_depth_counts_back_from_each_rows_last_segment(alignment):
     segment_length, depth = 3, 1
-    # Its own backbone: the gradients (about 500) are compared within 1e-5,
-    # which float32 sums in another order meet for these weights.
-    rmt = make_rmt(
+    rmt = make_rmt_on_shared(
         "gpt2",
         segment_length=segment_length,
         bptt_depth=depth,
@@ -148,12 +161,16 @@ def test_bptt_depth_counts_back_from_each_rows_last_segment(alignment):
         return gradient(loss, table)
 
     together, by_itself = table_gradient(batch), table_gradient(alone)
+    # The batch sums in float32 in another order than the row alone: equal
+    # within 1e-6 of the gradient's largest entry (some hundreds), while a
+    # hand-off cut or kept wrongly changes rows by about that entry.
+    scale = np.max(np.abs(by_itself))
     offset = (-short) % segment_length if alignment == "right" else 0
     segments = (np.arange(short) + offset) // segment_length
     for j in range(segments[-1] + 1):
         rows = ids[0, :short][segments == j]
         np.testing.assert_allclose(
-            together[rows], by_itself[rows], rtol=1e-5, atol=1e-5
+            together[rows] / scale, by_itself[rows] / scale, atol=1e-6
         )
         if segments[-1] - j > depth:
             np.testing.assert_array_equal(together[rows], 0.0)
@@ -227,7 +244,7 @@ def test_continuing_from_memory_equals_one_call():
 @pytest.mark.compiled
 @pytest.mark.parametrize("family", ["gpt2", "bert"])
 def test_unknown_length_model_equals_exact_length_model(family):
-    rmt = make_rmt_on_shared(family)
+    rmt = _one_block_rmt(family)
     dynamic_inputs = text_inputs()
     dynamic = keras.Model(dynamic_inputs, rmt(dynamic_inputs))
     for length in (5, 8, 13):
@@ -246,7 +263,7 @@ def test_unknown_length_model_equals_exact_length_model(family):
 def test_graph_traced_without_length_equals_eager():
     """On TensorFlow the length can be unknown while tracing; elsewhere the
     compiled function sees concrete shapes. Either way: same numbers."""
-    rmt = make_rmt_on_shared("gpt2", bptt_depth=1)
+    rmt = _one_block_rmt("gpt2", bptt_depth=1)
     compiled = _compile_for_unknown_length(rmt)
     for length in (3, 8, 13):
         batch = random_batch(2, length, seed=length, lengths=[length, 2])
