@@ -1,5 +1,3 @@
-import shutil
-
 import keras
 import keras_hub
 import numpy as np
@@ -269,17 +267,9 @@ def _gpt2_tokenizer():
     )
 
 
-@pytest.fixture(scope="module")
-def bare_gpt2_preset(tmp_path_factory):
-    """A preset folder of make_backbone("gpt2"), no tokenizer: copy it."""
-    return save_local_preset(tmp_path_factory.mktemp("bare_gpt2"), "gpt2")
-
-
-def test_from_keras_hub_preset_and_preset_round_trip(
-    tmp_path, bare_gpt2_preset
-):
-    shutil.copytree(bare_gpt2_preset, tmp_path / "gpt2")
+def test_from_keras_hub_preset_and_preset_round_trip(tmp_path):
     gpt2 = make_backbone("gpt2")
+    gpt2.save_to_preset(tmp_path / "gpt2")
     _gpt2_tokenizer().save_to_preset(tmp_path / "gpt2")
     causal_lm = keras_rmt.models.RMTCausalLM.from_preset(
         str(tmp_path / "gpt2"), num_memory_tokens=2, segment_length=4
@@ -296,13 +286,14 @@ def test_from_keras_hub_preset_and_preset_round_trip(
     )
 
 
-def test_preset_without_tokenizer_is_refused_clearly(bare_gpt2_preset):
+def test_preset_without_tokenizer_is_refused_clearly(tmp_path):
+    make_backbone("gpt2").save_to_preset(tmp_path / "gpt2")
     with pytest.raises(ValueError, match="has no tokenizer"):
         keras_rmt.models.RMTCausalLM.from_preset(
-            bare_gpt2_preset, num_memory_tokens=2, segment_length=4
+            str(tmp_path / "gpt2"), num_memory_tokens=2, segment_length=4
         )
     causal_lm = keras_rmt.models.RMTCausalLM.from_preset(
-        bare_gpt2_preset,
+        str(tmp_path / "gpt2"),
         num_memory_tokens=2,
         segment_length=4,
         preprocessor=None,
@@ -338,11 +329,9 @@ def _texts(count, seed):
 # and the preprocessor tests cover byte-pair tokenizers.
 @pytest.mark.compiled
 def test_fit_predict_evaluate_and_generate_from_raw_strings(
-    tmp_path, bare_gpt2_preset, wordpiece_tokenizer
+    tmp_path, wordpiece_tokenizer
 ):
-    preset = str(tmp_path / "gpt2")
-    shutil.copytree(bare_gpt2_preset, preset)
-    wordpiece_tokenizer.save_to_preset(preset)
+    preset = save_local_preset(tmp_path / "gpt2", "gpt2", wordpiece_tokenizer)
     causal_lm = keras_rmt.models.RMTCausalLM.from_preset(
         preset, num_memory_tokens=2, segment_length=8
     )
