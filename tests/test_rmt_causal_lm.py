@@ -105,7 +105,7 @@ def test_fit_with_a_labels_mask_trains_the_answer_tokens_only():
         labels,
         sample_weight=weights,
         batch_size=32,
-        epochs=3,
+        epochs=2,
         verbose=0,
     ).history
     assert history["loss"][-1] < history["loss"][0]
