@@ -352,15 +352,22 @@ def save_local_preset(directory, family, tokenizer=None, seed=0):
     return str(directory)
 
 
+def wrap_rmt_backbone(backbone, num_memory_tokens=2, segment_length=4, **kw):
+    """`backbone` as a `keras_rmt.models.RMTBackbone`."""
+    return keras_rmt.models.RMTBackbone(
+        backbone,
+        num_memory_tokens=num_memory_tokens,
+        segment_length=segment_length,
+        **kw,
+    )
+
+
 def make_rmt_backbone(
     family="gpt2", num_memory_tokens=2, segment_length=4, seed=0, **kwargs
 ):
     """A tiny keras_rmt.models.RMTBackbone over `family`."""
-    return keras_rmt.models.RMTBackbone(
-        make_backbone(family, seed),
-        num_memory_tokens=num_memory_tokens,
-        segment_length=segment_length,
-        **kwargs,
+    return wrap_rmt_backbone(
+        make_backbone(family, seed), num_memory_tokens, segment_length, **kwargs
     )
 
 

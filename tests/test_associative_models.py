@@ -7,6 +7,7 @@ from conftest import (
     make_backbone,
     numpy,
     random_batch,
+    wrap_rmt_backbone,
 )
 from test_associative_memory import randomize
 from test_case import run_task_test
@@ -22,11 +23,8 @@ KEY_DIM = 4
 
 def armt_backbone(family="gpt2", **overrides):
     """A tiny associative `RMTBackbone`; `overrides` go to its backbone."""
-    backbone = keras_rmt.models.RMTBackbone(
-        make_backbone(family, **overrides),
-        num_memory_tokens=2,
-        segment_length=4,
-        associative_key_dim=KEY_DIM,
+    backbone = wrap_rmt_backbone(
+        make_backbone(family, **overrides), associative_key_dim=KEY_DIM
     )
     for layer in backbone.recurrent_segments.associative_memories:
         randomize(layer, seed=1)
@@ -182,10 +180,8 @@ def test_greedy_generation_carries_the_state_across_segments(armt_lm):
         )
     # The state is read: the same tokens without it give other logits.
     empty = keras_rmt.models.RMTCausalLM(
-        keras_rmt.models.RMTBackbone(
+        wrap_rmt_backbone(
             make_backbone("gpt2", num_layers=1),
-            num_memory_tokens=2,
-            segment_length=4,
             associative_key_dim=KEY_DIM,
             carry_memory=False,
         )

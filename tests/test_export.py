@@ -19,6 +19,7 @@ from conftest import (
     random_batch,
     text_inputs,
     wrap_rmt,
+    wrap_rmt_backbone,
 )
 
 import keras_rmt
@@ -625,11 +626,7 @@ def test_a_reexport_killed_midway_keeps_the_old_export(exported, old_export):
 
 @pytest.fixture(scope="module")
 def bert_classifier(tmp_path_factory):
-    backbone = keras_rmt.models.RMTBackbone(
-        make_backbone("bert", num_layers=1),
-        num_memory_tokens=2,
-        segment_length=4,
-    )
+    backbone = wrap_rmt_backbone(make_backbone("bert", num_layers=1))
     model = keras_rmt.models.RMTTextClassifier(backbone, num_classes=3)
     path = str(tmp_path_factory.mktemp("bert") / "saved_model")
     if BACKEND in ("tensorflow", "jax"):
@@ -665,10 +662,8 @@ def test_segment_ids_are_served(bert_classifier):
 
 @pytest.fixture(scope="module")
 def right_aligned_lm(tmp_path_factory):
-    backbone = keras_rmt.models.RMTBackbone(
+    backbone = wrap_rmt_backbone(
         make_backbone("gpt2", num_layers=1),
-        num_memory_tokens=2,
-        segment_length=4,
         alignment="right",
     )
     model = keras_rmt.models.RMTCausalLM(backbone)

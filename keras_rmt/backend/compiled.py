@@ -40,16 +40,13 @@ def split_for_inference(layer, function):
     the few dozen small ops that cut an input into segments would keep the
     accelerator waiting for the first segment; there they are jitted into
     one call (compiled once per input shape; `function` may read `layer`'s
-    variables). TensorFlow's and torch's eager ops cost microseconds, so
-    there `function` runs as it is, with nothing to trace.
+    variables). TensorFlow's eager ops cost microseconds, so there `function`
+    runs as it is, with nothing to trace; torch runs it as
+    `compile_for_inference` does, eagerly under `torch.no_grad()`.
     """
-    if keras.backend.backend() == "jax":
-        return jax_jit_reading_weights(layer, function)
-    if keras.backend.backend() == "torch":
-        import torch
-
-        return torch.no_grad()(function)
-    return function
+    if keras.backend.backend() == "tensorflow":
+        return function
+    return compile_for_inference(layer, function)
 
 
 def jax_jit_reading_weights(layer, function):
