@@ -7,6 +7,7 @@ from conftest import (
     HIDDEN_DIM,
     gradient,
     make_backbone,
+    make_rmt,
     make_rmt_on_shared,
     numpy,
     random_batch,
@@ -15,6 +16,7 @@ from conftest import (
 )
 
 import keras_rmt
+from keras_rmt.adapters import backbone_body
 
 MEMORY_IDS = [1, 2]
 
@@ -429,6 +431,29 @@ def test_encoder_families_are_detected_and_encoders_overridable():
         r"Received: memory_layout='encoder', backbone=GPT2Backbone",
         lambda: make_rmt_on_shared("gpt2", memory_layout="encoder"),
     )
+
+
+def test_causality_is_probed_once_per_architecture(monkeypatch):
+    # Two eager backbone passes find out whether a backbone is causal; a
+    # second backbone of the same class and configuration (other weights)
+    # reuses the answer, another architecture is probed.
+    probed = []
+    probe = backbone_body.BackboneBody._probe_causality
+
+    def counting_probe(body):
+        probed.append(type(body.backbone).__name__)
+        return probe(body)
+
+    monkeypatch.setattr(
+        backbone_body.BackboneBody, "_probe_causality", counting_probe
+    )
+    monkeypatch.setattr(backbone_body, "_CAUSALITY_BY_ARCHITECTURE", {})
+    layouts = [
+        make_rmt(family, seed=seed).memory_layout
+        for family, seed in [("gpt2", 0), ("gpt2", 1), ("bert", 0)]
+    ]
+    assert layouts == ["decoder", "decoder", "encoder"]
+    assert probed == ["GPT2Backbone", "BertBackbone"]
 
 
 def test_encoder_layout_refuses_right_alignment():

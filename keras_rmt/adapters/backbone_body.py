@@ -1,11 +1,19 @@
 """A keras-hub text backbone opened at its token embeddings."""
 
+import json
+
 import keras
 import numpy as np
 from keras import ops
 
 TEXT_INPUTS = ("token_ids", "padding_mask")
 OPTIONAL_TEXT_INPUTS = ("segment_ids",)
+
+# Whether a backbone is causal depends on its architecture (class and
+# configuration), not on its weights: probed once per architecture in a
+# process instead of at every layer built on it (two eager backbone passes,
+# which on JAX compile each op for the probe's shapes).
+_CAUSALITY_BY_ARCHITECTURE = {}
 
 
 def _refuse(backbone, reason):
@@ -193,7 +201,30 @@ class BackboneBody:
         return self.model(inputs, training=training)
 
     def is_causal(self):
-        """Whether the first output ignores later tokens (a decoder)."""
+        """Whether the first output ignores later tokens (a decoder).
+
+        Probed on random embeddings the first time a backbone of this class
+        and configuration is seen, then remembered.
+        """
+        key = self._architecture_key()
+        if key is None:
+            return self._probe_causality()
+        if key not in _CAUSALITY_BY_ARCHITECTURE:
+            _CAUSALITY_BY_ARCHITECTURE[key] = self._probe_causality()
+        return _CAUSALITY_BY_ARCHITECTURE[key]
+
+    def _architecture_key(self):
+        """The backbone's class and configuration, or None without one."""
+        backbone_class = type(self.backbone)
+        try:
+            config = dict(self.backbone.get_config())
+        except Exception:  # A model without a configuration of its own.
+            return None
+        config.pop("name", None)  # Unique per instance; not architecture.
+        config = json.dumps(config, sort_keys=True, default=repr)
+        return (backbone_class.__module__, backbone_class.__qualname__, config)
+
+    def _probe_causality(self):
         rng = np.random.default_rng(0)
         embeddings = rng.normal(size=(1, 4, self.hidden_dim)).astype("float32")
         changed = embeddings.copy()
