@@ -4,17 +4,19 @@ Each test runs a script as `python examples/NAME.py ...` would (`runpy`, in
 this process to spare the imports) and checks the JSON it writes against
 the table it prints.
 
-The scripts run on one backend, torch. What a smoke test pins is the
+The scripts run on one backend, torch (the streaming one on TensorFlow,
+where its export needs no second process). What a smoke test pins is the
 script: it runs, and what it writes is what it prints. The library calls
 the scripts make (the tasks and their preprocessors, `fit`, `evaluate`,
 `SegmentLosses`, `SegmentCurriculum`, export and the REST server) are
 tested on every backend by the library's own tests. A script run again
 under TensorFlow and JAX would pin nothing more, and costs most there:
 each script traces and compiles its models (`tf.function`, XLA), where
-torch runs the same code op by op in a fraction of the time. (From torch
-the streaming example exports through `python -m keras_rmt export`, in a
-TensorFlow process: the command's path, which tests/test_export.py also
-runs.)
+torch runs the same code op by op in a fraction of the time. From torch
+the streaming example would export through `python -m keras_rmt export`, a
+TensorFlow process of its own whose imports cost more than the script: it
+runs under TensorFlow, and the command's path is tested by
+tests/test_export.py and tests/test_cli.py.
 """
 
 import importlib
@@ -35,6 +37,15 @@ ON_TORCH_ONLY = pytest.mark.skipif(
     keras.backend.backend() != "torch",
     reason="An example script runs once, on torch (the module docstring "
     "says why).",
+)
+
+# The streaming example exports its SavedModel: from TensorFlow in this
+# process, where torch would start `python -m keras_rmt export` (a
+# TensorFlow process of its own, whose path tests/test_export.py runs).
+ON_TENSORFLOW_ONLY = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="The streaming example runs once, on TensorFlow (it exports "
+    "there in this process).",
 )
 
 
@@ -212,7 +223,7 @@ def test_plot_draws_an_earlier_run_and_trains_nothing(
     assert not (tmp_path / "associative_extrapolation.json").exists()
 
 
-@ON_TORCH_ONLY
+@ON_TENSORFLOW_ONLY
 def test_streaming_example_matches_one_serve_call(tmp_path):
     import serve_streaming
 

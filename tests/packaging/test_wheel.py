@@ -68,12 +68,15 @@ def test_wheel_installs_in_clean_venv_and_quick_start_runs(tmp_path):
     wheel = next(tmp_path.glob("keras_rmt-*.whl"))
     _check_metadata(wheel)
     venv = tmp_path / "venv"
-    _run([sys.executable, "-m", "venv", venv])
+    # No pip of its own (installing one costs more than the venv): this
+    # interpreter's pip installs into it.
+    _run([sys.executable, "-m", "venv", "--without-pip", venv])
     python = venv / "bin" / "python"
     # keras-hub brings tensorflow-text and so TensorFlow: no extra backend.
     # No byte-compiling of the installed packages (TensorFlow's thousands of
     # modules): the quick start compiles what it imports.
-    install = [python, "-m", "pip", "install", "-q", "--no-compile"]
+    install = [sys.executable, "-m", "pip", "--python", python, "install"]
+    install += ["-q", "--no-compile"]
     _run([*install, f"{wheel}[tensorflow]"])
     script = tmp_path / "quick_start.py"
     script.write_text(_quick_start())
