@@ -93,7 +93,7 @@ def _setup(config):
         keras.distribution.set_distribution(
             keras.distribution.DataParallel(devices=devices)
         )
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(config.get("seed", 0))
     return keras
 
 
@@ -112,13 +112,59 @@ def _backbone(config, max_sequence_length):
         dropout=config["dropout"],
         max_sequence_length=max_sequence_length,
     )
-    if config.get("no_attention_dropout"):
-        # Ablation (changes the model): no attention-probability dropout,
-        # the other dropouts kept. What a free attention dropout would buy.
-        for layer in keras_hub_internals.sublayers(backbone):
-            if isinstance(layer, keras.layers.MultiHeadAttention):
-                layer._dropout = 0.0
+    for layer in keras_hub_internals.sublayers(backbone):
+        if not isinstance(layer, keras.layers.MultiHeadAttention):
+            continue
+        if config.get("no_attention_dropout"):
+            # Ablation (changes the model): no attention-probability
+            # dropout, the other dropouts kept. What a free attention
+            # dropout would buy.
+            layer._dropout = 0.0
+        elif config.get("cudnn_attention_dropout") and layer._dropout > 0:
+            _attention_dropout_through_cudnn(layer)
     return backbone
+
+
+def _attention_dropout_through_cudnn(layer):
+    """Trains `layer` with cuDNN's fused causal attention with dropout.
+
+    The route to a fast attention dropout, measured here, not in the
+    library: JAX's private cuDNN entry point (`keras.ops` has no attention
+    with dropout), XLA's command buffers off, a dropout mask of cuDNN's
+    drawing. It ignores the attention mask and applies a causal one: right
+    for these benchmarks, whose rows fill every segment (the decoder
+    layout's mask is then causal; `CHECK_CAUSAL_MASK=1` checks it on the
+    device at every call). Inference keeps Keras' own path.
+    """
+    import jax
+    import numpy as np
+    from jax._src.cudnn import fused_attention_stablehlo as cudnn
+
+    keras_attention = layer._compute_attention
+    check = os.environ.get("CHECK_CAUSAL_MASK") == "1"
+
+    def check_causal(mask):
+        mask = np.asarray(mask)
+        causal = np.tril(np.ones(mask.shape[-2:], bool))
+        if not (mask.astype(bool) == causal).all():
+            raise ValueError("the attention mask is not causal")
+
+    def compute_attention(query, key, value, attention_mask=None, **kwargs):
+        if not kwargs.get("training") or kwargs.get("return_attention_scores"):
+            return keras_attention(query, key, value, attention_mask, **kwargs)
+        if check:
+            jax.debug.callback(check_causal, attention_mask)
+        output = cudnn.dot_product_attention(
+            query,
+            key,
+            value,
+            scale=1 / float(layer._key_dim) ** 0.5,
+            mask_type=cudnn.MaskType.CAUSAL,
+            dropout_rate=layer._dropout,
+        )
+        return output, None
+
+    layer._compute_attention = compute_attention
 
 
 def _rmt(config):
@@ -436,6 +482,12 @@ def _parse():
         help="ablation: attention probabilities without dropout",
     )
     parser.add_argument(
+        "--cudnn-attention-dropout",
+        action="store_true",
+        help="measurement only: attention dropout through JAX's private "
+        "cuDNN fused attention (turns XLA's command buffers off)",
+    )
+    parser.add_argument(
         "--scan-unroll",
         type=int,
         default=1,
@@ -463,6 +515,9 @@ def _parse():
     )
     parser.add_argument("--loss-curve", type=int, default=0, help="steps")
     parser.add_argument("--curve-segments", type=int, default=8)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="weights and dropout masks"
+    )
     parser.add_argument("--out", default="benchmark.json")
     parser.add_argument("--log", help="append each row to this JSON-lines file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -483,12 +538,14 @@ def main():
         no_lm_head=args.no_lm_head,
         unfused_inference=args.unfused_inference,
         no_attention_dropout=args.no_attention_dropout,
+        cudnn_attention_dropout=args.cudnn_attention_dropout,
         scan_unroll=args.scan_unroll,
         segment_loop=args.segment_loop,
         associative_key_dim=args.associative_key_dim,
         seconds=args.seconds or (0.5 if args.quick else 2.0),
         data_parallel=args.data_parallel,
         curve_steps=args.loss_curve,
+        seed=args.seed,
         curve_segments=args.curve_segments,
         log=args.log,
     )
@@ -507,6 +564,11 @@ def main():
     env = dict(os.environ, KERAS_BACKEND="jax")
     if args.gpu and not args.triton_gemm:
         flags = [env.get("XLA_FLAGS"), "--xla_gpu_enable_triton_gemm=false"]
+        env["XLA_FLAGS"] = " ".join(filter(None, flags))
+    if args.cudnn_attention_dropout:
+        # With command buffers, XLA fails a check initialising cuDNN's
+        # dropout (benchmarks/attention_dropout.py).
+        flags = [env.get("XLA_FLAGS"), "--xla_gpu_enable_command_buffer="]
         env["XLA_FLAGS"] = " ".join(filter(None, flags))
     env["PYTHONPATH"] = os.pathsep.join(
         [ROOT, *filter(None, [env.get("PYTHONPATH")])]
@@ -536,10 +598,11 @@ def main():
     print(_table(rows, config))
     for row in rows:
         if row["kind"] == "loss_curve":
+            speed = row["tokens_per_s"]  # None below 3 steps
             print(
                 f"loss curve, {row['devices']} device(s), batch "
-                f"{row['batch_size']}: {row['tokens_per_s']:,.0f} tok/s, "
-                f"losses {[round(x, 4) for x in row['losses']]}"
+                f"{row['batch_size']}: {f'{speed:,.0f}' if speed else '-'} "
+                f"tok/s, losses {[round(x, 4) for x in row['losses']]}"
             )
 
 
