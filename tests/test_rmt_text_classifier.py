@@ -13,6 +13,7 @@ from conftest import (
     numpy,
     random_batch,
     save_local_preset,
+    wrap_rmt_backbone,
 )
 from tasks.first_token_recall import first_token_recall
 from test_case import run_task_test
@@ -108,9 +109,14 @@ def test_fit_lowers_the_loss_and_evaluate_reports_the_last_segment(
     # Two segments (one traced copy of the backbone fewer than three, on
     # TensorFlow compiled three times): "last" and "mean" still differ.
     inputs, labels = first_token_recall(32, num_segments=2, num_keys=4, seed=0)
-    classifier = _classifier("gpt2", num_classes=4, segment_loss=segment_loss)
+    # One block: the loss and the segment it reads do not depend on depth.
+    classifier = keras_rmt.models.RMTTextClassifier(
+        wrap_rmt_backbone(make_backbone("gpt2", num_layers=1)),
+        num_classes=4,
+        segment_loss=segment_loss,
+    )
     classifier.compile(optimizer=keras.optimizers.Adam(1e-2))
-    build_optimizer(classifier)
+    build_optimizer(classifier, (inputs, labels))
     history = classifier.fit(
         inputs, labels, batch_size=16, epochs=3, verbose=0
     ).history
@@ -203,7 +209,10 @@ def test_fit_predict_evaluate_from_raw_strings(tmp_path, wordpiece_tokenizer):
         " ".join([WORDS[label]] + list(rng.choice(WORDS[3:], 7)))
         for label in labels
     ]
-    preset = save_local_preset(tmp_path / "bert", "bert", wordpiece_tokenizer)
+    # One block: what the test checks does not depend on depth.
+    preset = save_local_preset(
+        tmp_path / "bert", "bert", wordpiece_tokenizer, num_layers=1
+    )
     classifier = keras_rmt.models.RMTTextClassifier.from_preset(
         preset, num_classes=3, num_memory_tokens=2, segment_length=5
     )

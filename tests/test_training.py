@@ -7,10 +7,9 @@ from tasks.first_token_recall import first_token_recall
 
 
 def _fit_recall(carry_memory):
-    model = build_optimizer(recall_model(carry_memory))
-    model.fit(
-        *first_token_recall(2048, seed=0), batch_size=64, epochs=4, verbose=0
-    )
+    data = first_token_recall(2048, seed=0)
+    model = build_optimizer(recall_model(carry_memory), data)
+    model.fit(*data, batch_size=64, epochs=4, verbose=0)
     return model.evaluate(*first_token_recall(512, seed=1), verbose=0)[1]
 
 
@@ -47,11 +46,12 @@ class _VaryingLengths(keras.utils.PyDataset):
 # unknown when it is traced (None) takes each batch's new length.
 @pytest.mark.compiled
 def test_fit_and_predict_on_batches_of_different_lengths():
-    model = build_optimizer(recall_model())
-    history = model.fit(_VaryingLengths(), epochs=3, verbose=0)
+    data = _VaryingLengths()
+    model = build_optimizer(recall_model(), data[0])
+    history = model.fit(data, epochs=3, verbose=0)
     losses = history.history["loss"]
     assert losses[-1] < losses[0]
-    for batch, _ in _VaryingLengths().batches[:3]:
+    for batch, _ in data.batches[:3]:
         np.testing.assert_allclose(
             model.predict(batch, verbose=0),
             keras.ops.convert_to_numpy(model(batch)),
