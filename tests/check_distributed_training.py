@@ -116,7 +116,9 @@ def check_jax(ex, report, output_dir):
     report["model_parallel_layouts"] = jax_layouts(
         model, model_parallel._layout_map
     )
-    save_outputs(model, dataset, output_dir)
+    # `predict`, not a call: eager JAX would compile each op on its own.
+    inputs, _ = next(dataset.as_numpy_iterator())
+    save_outputs(model, inputs, model.predict(inputs, verbose=0), output_dir)
 
     # A task, laid out by the map read from a task of the same kind.
     single_task = build_causal_lm(ex)
@@ -144,7 +146,12 @@ def check_tensorflow(ex, report, output_dir):
     dataset = ex.make_dataset(BATCH_SIZE, BATCH_SIZE)
     report["devices"] = [d.name for d in tf.config.list_logical_devices()]
     # One device with XLA: the static-shape step compiles as on a TPU.
-    report["single"] = losses(ex.build_model(jit_compile=True), dataset)
+    single = ex.build_model(jit_compile=True)
+    # Built before `fit`, or Keras creates the optimizer's variables in the
+    # first trace of the step and TensorFlow traces it a second time (under
+    # a strategy, Keras builds it before tracing).
+    single.optimizer.build(single.trainable_variables)
+    report["single"] = losses(single, dataset)
 
     strategy = ex.make_distribution("tf-mirrored")
     model = ex.build_distributed_model(strategy)
@@ -154,7 +161,10 @@ def check_tensorflow(ex, report, output_dir):
     report["weight_devices"] = sorted(
         {value.device for value in model.weights[0].value.values}
     )
-    save_outputs(model, dataset, output_dir)
+    # Called, not `predict`: the same outputs without tracing a predict
+    # function under the strategy.
+    inputs, _ = next(dataset.as_numpy_iterator())
+    save_outputs(model, inputs, model(inputs), output_dir)
 
     # The task's one-device reference runs its 3 steps eagerly: tracing
     # them (and XLA) costs several times more on the CPU. The compiled paths
@@ -171,14 +181,15 @@ def check_tensorflow(ex, report, output_dir):
     )
 
 
-def save_outputs(model, dataset, output_dir):
+def save_outputs(model, inputs, logits, output_dir):
+    """Saves `model` and its `logits` on `inputs`, for a reload to match."""
+    import keras
     import numpy as np
 
-    inputs, _ = next(dataset.as_numpy_iterator())
     model.save(os.path.join(output_dir, "distributed.keras"))
     np.savez(
         os.path.join(output_dir, "outputs.npz"),
-        logits=model.predict(inputs, verbose=0),
+        logits=keras.ops.convert_to_numpy(logits),
         **inputs,
     )
 
@@ -193,9 +204,14 @@ if __name__ == "__main__":
             tf.config.list_physical_devices("CPU")[0],
             [tf.config.LogicalDeviceConfiguration()] * 2,
         )
+        # Grappler's rewrites of each traced step cost more CPU than they
+        # save on steps run three times; the graphs compute the same.
+        tf.config.optimizer.set_experimental_options(
+            {"disable_meta_optimizer": True}
+        )
     import distributed_training
 
-    report = {}
+    report = {"keras_rmt": distributed_training.keras_rmt.__file__}
     check = check_jax if backend == "jax" else check_tensorflow
     check(distributed_training, report, output_dir)
     with open(os.path.join(output_dir, "report.json"), "w") as file:

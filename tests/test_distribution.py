@@ -179,7 +179,15 @@ def trained(tmp_path_factory):
     flags += "--xla_cpu_use_fusion_emitters=false"
     if BACKEND == "jax":
         flags += " --xla_force_host_platform_device_count=4"
-    env = {**os.environ, "KERAS_BACKEND": BACKEND, "XLA_FLAGS": flags}
+    # The keras_rmt of this process, not another one installed.
+    paths = [os.path.dirname(os.path.dirname(keras_rmt.__file__))]
+    paths += [os.environ["PYTHONPATH"]] if "PYTHONPATH" in os.environ else []
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": BACKEND,
+        "XLA_FLAGS": flags,
+        "PYTHONPATH": os.pathsep.join(paths),
+    }
     script = os.path.join(
         os.path.dirname(__file__), "check_distributed_training.py"
     )
@@ -199,6 +207,12 @@ def assert_trains_like_one_device(report, engine, single="single"):
     single = report[single]
     assert single[-1] < single[0] - 0.1  # the steps did train
     np.testing.assert_allclose(report[engine], single, rtol=1e-5)
+
+
+@only_on("jax", "tensorflow")
+def test_check_trains_the_keras_rmt_under_test(trained):
+    report, _ = trained
+    assert report["keras_rmt"] == keras_rmt.__file__
 
 
 @only_on("jax", "tensorflow")
