@@ -204,11 +204,6 @@ if __name__ == "__main__":
             tf.config.list_physical_devices("CPU")[0],
             [tf.config.LogicalDeviceConfiguration()] * 2,
         )
-        # Grappler's rewrites of each traced step cost more CPU than they
-        # save on steps run three times; the graphs compute the same.
-        tf.config.optimizer.set_experimental_options(
-            {"disable_meta_optimizer": True}
-        )
     import distributed_training
 
     report = {"keras_rmt": distributed_training.keras_rmt.__file__}
