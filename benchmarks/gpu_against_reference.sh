@@ -9,15 +9,8 @@ out=${1:-.}
 export KERAS_BACKEND=jax CUDA_VISIBLE_DEVICES=0
 log="$out/rows.jsonl"
 # Each point gets a time limit; optional points run only while the call has
-# time left (the device tool stops a command at 600 s).
-one() {
-  local limit=$1; shift
-  if (( SECONDS + limit > ${BUDGET_S:-560} )); then
-    echo "skipped (no time left): $*"; return
-  fi
-  timeout "$limit" python benchmarks/run.py --gpu --log "$log" --out /dev/null \
-    --seconds 1.5 "$@" 2>&1 | grep -v "^I0000\|^W0000\|^WARNING: All log"
-}
+# time left.
+source benchmarks/gpu_budget.sh
 if [[ ${PART:-1} == 1 ]]; then
 # Inference with dropout 0.1 in the config (every preset's), default options.
 one 60 --kinds rmt_infer --infer-segments 8,32 --dropout 0.1

@@ -9,26 +9,19 @@ set -u
 out=${1:-.}
 export KERAS_BACKEND=jax CUDA_VISIBLE_DEVICES=0
 log="$out/rows.jsonl"
-one() {
-  local limit=$1; shift
-  if (( SECONDS + limit > ${BUDGET_S:-560} )); then
-    echo "skipped (no time left): $*"; return
-  fi
-  timeout "$limit" python benchmarks/run.py --gpu --log "$log" --out /dev/null \
-    --seconds 1.5 --dropout 0.1 "$@" 2>&1 | grep -v "^I0000\|^W0000\|^WARNING: All log"
-}
+source benchmarks/gpu_budget.sh
 if [[ ${PART:-1} == 1 ]]; then
   # The fused route's mask is causal only where rows fill every segment:
   # check the mask it replaces, on the device, for two steps.
-  CHECK_CAUSAL_MASK=1 one 100 --cudnn-attention-dropout --loss-curve 2
-  one 100 --kinds rmt_train --train-segments 8
-  one 100 --kinds rmt_train --train-segments 8 --cudnn-attention-dropout
-  one 100 --kinds rmt_train --train-segments 8 --cudnn-attention-dropout --no-remat
+  CHECK_CAUSAL_MASK=1 one 100 --dropout 0.1 --cudnn-attention-dropout --loss-curve 2
+  one 100 --dropout 0.1 --kinds rmt_train --train-segments 8
+  one 100 --dropout 0.1 --kinds rmt_train --train-segments 8 --cudnn-attention-dropout
+  one 100 --dropout 0.1 --kinds rmt_train --train-segments 8 --cudnn-attention-dropout --no-remat
 fi
 if [[ ${PART:-1} == 2 ]]; then
   # Loss curves on the same batches: Keras' dropout with two seeds (the
   # spread of its own masks and initialisations) and the fused route.
-  one 150 --loss-curve 120
-  one 150 --loss-curve 120 --seed 1
-  one 150 --loss-curve 120 --cudnn-attention-dropout
+  one 150 --dropout 0.1 --loss-curve 120
+  one 150 --dropout 0.1 --loss-curve 120 --seed 1
+  one 150 --dropout 0.1 --loss-curve 120 --cudnn-attention-dropout
 fi
