@@ -1,7 +1,6 @@
 """Tiny randomly initialised backbones and helpers shared by the tests."""
 
 import atexit
-import gc
 import os
 import shutil
 import sys
@@ -56,16 +55,6 @@ import pytest  # noqa: E402
 
 import keras_rmt  # noqa: E402
 from keras_rmt.backend.compiled import jax_jit_reading_weights  # noqa: E402
-
-# The modules imported so far (TensorFlow, JAX or torch, keras-hub) live as
-# long as the process: the cyclic garbage collector need not walk them
-# again. JAX's tracing makes short-lived objects by the million: collecting
-# the youngest generation every 50,000 allocations instead of 700 finds
-# them already freed (JAX, the causal LM and family files: garbage
-# collection 6.6 -> 3.2 CPU seconds, 1.96 GB of memory at most instead of
-# 1.88).
-gc.freeze()
-gc.set_threshold(50_000, 20, 100)
 
 # The examples are tested through their own functions.
 sys.path.insert(
