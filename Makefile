@@ -27,13 +27,13 @@ lint:
 # marked `backend_independent` (NumPy, tf.data and string work, the wheel
 # check), which the per-backend runs deselect, so they run once. They run
 # in two lanes, one per core, each lane's processes one after another: four
-# processes at once share the two cores by time slices and spend about 15%
-# more CPU for the same work (JAX, the associative-memory tests: 137 CPU
-# seconds against 115-120 alone or beside one other process). JAX's run,
-# the longest, leaves its fit tests (tests/test_training.py) to a process
-# of its own in the other lane, so that the lanes end together. Each run
-# writes test_logs/RUN.log (RUN: a name in LANES), printed whole when it
-# fails.
+# processes at once share the two cores by time slices and spend more CPU
+# on the same work (the whole `make test`: 1,812 CPU seconds four at once,
+# 1,645 in lanes; JAX's associative-memory tests: 137 beside three busy
+# processes, 115-120 alone or beside one). JAX's run, the longest, leaves
+# its fit tests (tests/test_training.py) to a process of its own in the
+# other lane, so that the lanes end together. Each run writes
+# test_logs/RUN.log (RUN: a name in LANES), printed whole when it fails.
 LANES := jax,backend_independent tensorflow,torch,jax_fit
 JAX_FIT := tests/test_training.py
 
