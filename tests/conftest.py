@@ -451,9 +451,11 @@ def pytest_unconfigure(config):
     """Ends the process once the session is reported, skipping teardown.
 
     Tearing down a process that imported TensorFlow, JAX or torch (the
-    interpreter freeing every object, the backends' own teardown) takes
-    10-40 CPU seconds and tells nothing; the `atexit` handlers still run
-    (they remove the run's JAX compilation cache).
+    interpreter freeing every object, the backends' own teardown) tells
+    nothing and took seconds: a JAX test file's process 9.8 -> 1.8 s from
+    its summary to its end; `make test`'s JAX run 50 -> 27 s outside
+    pytest's own timer, its import included. The `atexit` handlers still
+    run (they remove the run's JAX compilation cache).
     """
     if not _exit_status:
         return
