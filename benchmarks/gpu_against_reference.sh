@@ -4,13 +4,9 @@
 # Usage (on the GPU machine, wheels installed, PYTHONPATH set, the reference
 # file in benchmarks/reference_rmt/):
 #   [PART=2] bash benchmarks/gpu_against_reference.sh OUT_DIR
-set -u
-out=${1:-.}
-export KERAS_BACKEND=jax CUDA_VISIBLE_DEVICES=0
-log="$out/rows.jsonl"
 # Each point gets a time limit; optional points run only while the call has
 # time left.
-source benchmarks/gpu_budget.sh
+source benchmarks/gpu_budget.sh "$@"
 if [[ ${PART:-1} == 1 ]]; then
 # Inference with dropout 0.1 in the config (every preset's), default options.
 one 60 --kinds rmt_infer --infer-segments 8,32 --dropout 0.1

@@ -5,11 +5,7 @@
 # default options. Usage (GPU machine, wheels installed, PYTHONPATH set):
 #   PART=1 bash benchmarks/gpu_attention_dropout_route.sh OUT_DIR  # speed
 #   PART=2 bash benchmarks/gpu_attention_dropout_route.sh OUT_DIR  # losses
-set -u
-out=${1:-.}
-export KERAS_BACKEND=jax CUDA_VISIBLE_DEVICES=0
-log="$out/rows.jsonl"
-source benchmarks/gpu_budget.sh
+source benchmarks/gpu_budget.sh "$@"
 if [[ ${PART:-1} == 1 ]]; then
   # The fused route's mask is causal only where rows fill every segment:
   # check the mask it replaces, on the device, for two steps.
