@@ -150,3 +150,36 @@ def test_config_round_trip():
 )
 def test_docstring_example_gives_the_shapes_it_shows(documented):
     run_example(documented)
+
+
+def test_a_bfloat16_layer_reads_in_float32_like_numpy():
+    # Under a bfloat16 policy the state reaches `call` autocast to bfloat16;
+    # the layer reads it in float32, as it writes (torch refused the mixed
+    # einsum). Every input holds bfloat16 values, so only the bfloat16
+    # query projection separates it from NumPy's float32 equations.
+    layer = keras_rmt.layers.AssociativeMemory(key_dim=4, dtype="bfloat16")
+    layer.build((None, None, HIDDEN_DIM))
+    randomize(layer, seed=1)
+    weights = layer_weights(layer)
+    weights = {
+        "query": weights["query"].astype("float32"),
+        "key": weights["key"].astype("float32"),
+    }
+
+    def bfloat16_values(x):
+        x = keras.ops.cast(keras.ops.cast(x, "bfloat16"), "float32")
+        return keras.ops.convert_to_numpy(x)
+
+    rng = np.random.default_rng(2)
+    queries = bfloat16_values(rng.normal(size=(2, 5, HIDDEN_DIM)))
+    A = bfloat16_values(rng.normal(size=(2, layer.key_features, HIDDEN_DIM)))
+    z = bfloat16_values(rng.uniform(0.5, 1.0, size=(2, layer.key_features)))
+    read = layer(queries, A, z)
+    assert keras.backend.standardize_dtype(read.dtype) == "bfloat16"
+    expected = [
+        [np_read(q, A[row], z[row], weights, layer.nu) for q in queries[row]]
+        for row in range(2)
+    ]
+    np.testing.assert_allclose(
+        bfloat16_values(read), expected, rtol=3e-2, atol=3e-2
+    )

@@ -274,3 +274,40 @@ def test_saved_model_streams_the_associative_state_like_stream(
     with refused as error:
         served.signatures["serve_segment"](**segment, memory=state[:, :1])
     assert message in str(error.value)
+
+
+@pytest.mark.compiled
+@pytest.mark.skipif(
+    keras.backend.backend() not in ("tensorflow", "jax"),
+    reason="Exports in this process from TensorFlow and JAX only.",
+)
+def test_a_mixed_precision_saved_model_serves_what_keras_computes(tmp_path):
+    # Under mixed_bfloat16 the segments compute in bfloat16 and the state
+    # stays float32: the SavedModel's scan (its length unknown when traced)
+    # carries both. Its serve and serve_segment failed, or the JAX export.
+    import tensorflow as tf
+
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        causal_lm = keras_rmt.models.RMTCausalLM(armt_backbone(num_layers=1))
+    finally:
+        keras.config.set_dtype_policy(policy)
+    path = str(tmp_path / "armt")
+    causal_lm.export(path, format="tf_saved_model")
+    served = tf.saved_model.load(path)
+    batch = random_batch(2, 11, seed=8, lengths=[11, 6])
+    whole = served.serve(batch)
+    memory = numpy(causal_lm.backbone(batch)["memory"])
+    assert whole["memory"].dtype == tf.float32
+    np.testing.assert_allclose(whole["memory"].numpy(), memory, atol=2e-2)
+    logits = numpy(keras.ops.cast(causal_lm(batch), "float32"))
+    served_logits = tf.cast(whole["logits"], tf.float32).numpy()
+    np.testing.assert_allclose(served_logits[0], logits[0], atol=5e-2)
+    np.testing.assert_allclose(served_logits[1, :6], logits[1, :6], atol=5e-2)
+    state = served.initial_memory(batch_size=2)["memory"]
+    segment = {k: tf.constant(v[:, :4]) for k, v in batch.items()}
+    first = served.serve_segment({**segment, "memory": state})
+    np.testing.assert_allclose(
+        tf.cast(first["logits"], tf.float32).numpy(), logits[:, :4], atol=5e-2
+    )

@@ -17,6 +17,7 @@ from conftest import (
 from test_associative_memory import layer_weights, np_write, randomize
 
 import keras_rmt
+from keras_rmt.layers import segment_loops
 
 MEMORY_IDS = [1, 2]
 # Above 2: DPFP features of two key_dim-2 vectors rarely overlap, which
@@ -350,3 +351,39 @@ def test_mixed_precision_writes_equal_float32_numpy(mixed_precision_armt):
     )
     np.testing.assert_allclose(matrix[0], expected_A, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(normalizer[0], expected_z, rtol=1e-5)
+
+
+def test_the_graph_scan_carries_a_float32_state_beside_bfloat16_segments(
+    monkeypatch,
+):
+    # The scan of graphs traced before the length is known (TensorFlow's
+    # unknown lengths, SavedModels from TensorFlow and JAX) carries the
+    # segment's bfloat16 tokens beside the float32 state: its carry started
+    # in the state's dtype and the scan refused the bfloat16 tokens. Chosen
+    # here on every backend, against the unrolled loop.
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        armt = make_armt("gpt2", segment_length=4, num_layers=1)
+    finally:
+        keras.config.set_dtype_policy(policy)
+    batch = random_batch(2, 11, seed=3, lengths=[11, 6])
+    expected = numpy(armt(batch))
+    monkeypatch.setattr(
+        segment_loops,
+        "choose_loop",
+        lambda *args: segment_loops.Loop("graph_scan", 1, False),
+    )
+    outputs = armt(batch)
+    assert keras.backend.standardize_dtype(outputs["memory"].dtype) == (
+        "float32"
+    )
+    outputs = numpy(outputs)
+    # To bfloat16's precision: on JAX the scan is compiled, where XLA
+    # rounds the segments' bfloat16 work otherwise than op by op.
+    np.testing.assert_allclose(outputs["memory"], expected["memory"], atol=2e-3)
+    np.testing.assert_allclose(
+        outputs["sequence_output"].astype("float32"),
+        expected["sequence_output"].astype("float32"),
+        atol=2e-2,
+    )

@@ -456,6 +456,48 @@ def test_causality_is_probed_once_per_architecture(monkeypatch):
     assert probed == ["GPT2Backbone", "BertBackbone"]
 
 
+def _dtypes(outputs):
+    return {
+        k: keras.backend.standardize_dtype(v.dtype) for k, v in outputs.items()
+    }
+
+
+@pytest.mark.parametrize("family", ["opt", "roberta", "distilbert"])
+def test_a_bfloat16_backbone_gets_the_layout_of_its_float32_twin(family):
+    # These families add positions inside the embeddings the body reads:
+    # the causality probe's embeddings meet them in the backbone's compute
+    # dtype (TensorFlow refused float32 + bfloat16 and nothing was built).
+    rmt = wrap_rmt(make_backbone(family, dtype="bfloat16"))
+    expected = "decoder" if family == "opt" else "encoder"
+    assert rmt.memory_layout == make_rmt(family).memory_layout == expected
+    outputs = rmt(random_batch(2, 6, seed=1))
+    assert _dtypes(outputs) == {
+        "sequence_output": "bfloat16",
+        "memory": "bfloat16",
+    }
+
+
+@pytest.mark.parametrize(
+    "layer_class",
+    [
+        keras_rmt.layers.RecurrentSegments,
+        keras_rmt.layers.AssociativeRecurrentSegments,
+    ],
+)
+def test_symbolic_outputs_have_the_dtypes_computed(layer_class):
+    # A float32 layer over a bfloat16 backbone computes its sequence in the
+    # backbone's dtype: a Functional graph must be told the same.
+    rmt = layer_class(
+        make_backbone("gpt2", dtype="bfloat16"),
+        memory=keras_rmt.layers.MemoryTokens(2),
+        segment_length=4,
+        dtype="float32",
+    )
+    symbolic = _dtypes(rmt(text_inputs()))
+    assert symbolic == _dtypes(rmt(random_batch(2, 6, seed=1)))
+    assert symbolic["sequence_output"] == "bfloat16"
+
+
 def test_encoder_layout_refuses_right_alignment():
     _raises(
         r"`alignment='right'` cannot be used with the encoder memory layout.*"

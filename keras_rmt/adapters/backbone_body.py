@@ -229,6 +229,11 @@ class BackboneBody:
         embeddings = rng.normal(size=(1, 4, self.hidden_dim)).astype("float32")
         changed = embeddings.copy()
         changed[:, -1] = rng.normal(size=self.hidden_dim)
+        # Embeddings as the body gets them: in its compute dtype (TensorFlow
+        # adds nothing else to the position embeddings of a mixed policy).
+        embeddings, changed = (
+            ops.cast(x, self.compute_dtype) for x in (embeddings, changed)
+        )
         mask = np.ones((1, 4), "int32")
         extras = {
             name: np.zeros((1, 4), "int32") for name in self.body_extra_names

@@ -143,6 +143,10 @@ class AssociativeMemory(keras.layers.Layer):
 
     def call(self, hidden, matrix, normalizer):
         query = self._features(self.query, hidden)
+        # Read in float32, as `write` does: under a 16-bit policy the call
+        # gets the state autocast to the compute dtype.
+        matrix = ops.cast(matrix, "float32")
+        normalizer = ops.cast(normalizer, "float32")
         read = _lookup(query, matrix, normalizer)
         return ops.cast(read, self.compute_dtype)
 

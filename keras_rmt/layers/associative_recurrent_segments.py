@@ -264,7 +264,7 @@ class AssociativeRecurrentSegments(RecurrentSegments):
         batch, length = inputs["token_ids"].shape
         return {
             "sequence_output": keras.KerasTensor(
-                (batch, length, self.hidden_dim), self.compute_dtype
+                (batch, length, self.hidden_dim), self.sequence_output_dtype
             ),
             "memory": keras.KerasTensor(
                 (batch, *self.state_shape), self.memory_dtype

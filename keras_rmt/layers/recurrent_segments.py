@@ -443,6 +443,12 @@ class RecurrentSegments(keras.layers.Layer):
         """The dtype of the carried memory: the backbone's compute dtype."""
         return self._body.compute_dtype
 
+    @property
+    def sequence_output_dtype(self):
+        """The dtype of `"sequence_output"`: the backbone's compute dtype,
+        whatever this layer's own policy."""
+        return self._body.compute_dtype
+
     def initial_memory(self, batch_size):
         """The memory a stream starts from, for `batch_size` rows.
 
@@ -530,13 +536,13 @@ class RecurrentSegments(keras.layers.Layer):
     def compute_output_spec(self, inputs, training=None):
         self._unpack(inputs)
         batch, length = inputs["token_ids"].shape
-        dtype = self.compute_dtype
         return {
             "sequence_output": keras.KerasTensor(
-                (batch, length, self.hidden_dim), dtype
+                (batch, length, self.hidden_dim), self.sequence_output_dtype
             ),
             "memory": keras.KerasTensor(
-                (batch, self.num_memory_tokens, self.hidden_dim), dtype
+                (batch, self.num_memory_tokens, self.hidden_dim),
+                self.memory_dtype,
             ),
         }
 

@@ -325,8 +325,11 @@ def scanned(layer, streams, memory, last, count, training):
         [ops.cast(ops.reshape(streams[n], shape), "int32") for n in names],
         axis=-1,
     )
+    # In the segment's output dtype, which is the memory's only for memory
+    # tokens (an associative state stays float32 under a mixed policy).
     first_tokens = ops.zeros(
-        (batch, layer.segment_length, layer.hidden_dim), memory.dtype
+        (batch, layer.segment_length, layer.hidden_dim),
+        layer.sequence_output_dtype,
     )
     start = (
         memory,
