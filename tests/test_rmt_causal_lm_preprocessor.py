@@ -348,3 +348,34 @@ def test_preset_without_tokenizer_is_an_error(bare_bert_preset):
     )
     with pytest.raises(ValueError, match=re.escape(message)):
         Preprocessor.from_preset(bare_bert_preset, segment_length=4)
+
+
+@pytest.mark.parametrize(
+    "truncate, content",
+    [("keep_first", [41, 42, 43, 44]), ("keep_last", [46, 48, 41, 50])],
+)
+def test_generation_room_cuts_prompts_by_the_truncate_policy(
+    wordpiece_tokenizer, truncate, content
+):
+    # generate(max_length=5): the policy keeps 4 tokens of the prompt after
+    # [CLS], eagerly and in tf.data alike; truncate="error" refuses it.
+    preprocessor = Preprocessor(
+        wordpiece_tokenizer, segment_length=4, truncate=truncate
+    )
+    texts = ["the quick brown fox jumps over the dog", "the dog"]
+    want = [[2, *content], [2, 41, 50, 0, 0]]
+    eager = as_numpy(preprocessor.generate_preprocess(texts, 5))
+    mapped = tf.data.Dataset.from_tensor_slices(texts).batch(2)
+    mapped = mapped.map(lambda t: preprocessor.generate_preprocess(t, 5))
+    for prompts in (eager, as_numpy(next(iter(mapped)))):
+        np.testing.assert_array_equal(prompts["token_ids"], want)
+        np.testing.assert_array_equal(
+            prompts["padding_mask"], np.arange(5)[None] < [[5], [3]]
+        )
+    refusing = Preprocessor(wordpiece_tokenizer, segment_length=4)
+    message = (
+        "`sequence_length` (`max_length` in `generate()`) must leave room "
+        "for the prompt, which takes 10 positions, and truncate='error'."
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        refusing.generate_preprocess(texts, 5)

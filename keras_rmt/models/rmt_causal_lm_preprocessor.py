@@ -150,14 +150,19 @@ class RMTCausalLMPreprocessor(SegmentedPreprocessor):
 
         Each prompt gets the start token (if `add_start_token`) and is
         padded at the end to whole segments, or to `sequence_length`
-        positions when given (room for the tokens to generate). The length
-        limit and `truncate` apply to the prompt. Returns a dict of
-        `"token_ids"` and `"padding_mask"`.
+        positions when given (room for the tokens to generate; `generate()`
+        passes its `max_length`). The length limit and `truncate` apply to
+        the prompt, and so does `sequence_length`: a prompt longer than it
+        is cut by the `truncate` policy, or refused with `"error"`. Returns
+        a dict of `"token_ids"` and `"padding_mask"`.
         """
-        if sequence_length is not None:
-            check_positive_integer("sequence_length", sequence_length)
         overhead = int(self.add_start_token)
         budget = self._budget(overhead)
+        if sequence_length is not None:
+            check_positive_integer("sequence_length", sequence_length)
+            if self.truncate != "error":
+                room = max(sequence_length - overhead, 0)
+                budget = room if budget is None else min(budget, room)
 
         def pack(ids, lengths, xp):
             first, count = segment_packing.kept_span(
@@ -196,8 +201,10 @@ class RMTCausalLMPreprocessor(SegmentedPreprocessor):
         if isinstance(xp, segment_packing.NumpyOps):
             if longest > width:
                 raise ValueError(
-                    "`sequence_length` must leave room for the prompt, which "
-                    f"takes {longest} positions. "
+                    "`sequence_length` (`max_length` in `generate()`) must "
+                    f"leave room for the prompt, which takes {longest} "
+                    "positions, and truncate='error'. Pass a larger one, or "
+                    "truncate='keep_first' or 'keep_last' to cut prompts. "
                     f"Received: sequence_length={width}"
                 )
             return width
@@ -205,7 +212,8 @@ class RMTCausalLMPreprocessor(SegmentedPreprocessor):
         check = tf.debugging.assert_less_equal(
             longest,
             width,
-            message="`sequence_length` is shorter than a prompt. Received: "
+            message="`sequence_length` (`max_length` in `generate()`) is "
+            "shorter than a prompt, and truncate='error'. Received: "
             f"sequence_length={width}",
         )
         with tf.control_dependencies([check]):
