@@ -48,6 +48,33 @@ def test_classifier_from_a_causal_lm_preset_keeps_backbone_and_memory(
     one_train_step(classifier, texts, np.array([0, 1]))
 
 
+@pytest.mark.backend_independent
+def test_preprocessors_load_the_tokenizer_of_an_rmt_preset(
+    causal_lm_preset, tmp_path, wordpiece_tokenizer
+):
+    causal_lm_preset, _ = causal_lm_preset
+    # An RMTBackbone alone, with the tokenizer saved beside it.
+    backbone_preset = str(tmp_path)
+    make_rmt_backbone("gpt2").save_to_preset(backbone_preset)
+    wordpiece_tokenizer.save_to_preset(backbone_preset)
+    texts = ["the quick brown fox jumps over the lazy dog", "the dog"]
+    for preset in (causal_lm_preset, backbone_preset):
+        for cls in (
+            keras_rmt.models.RMTCausalLMPreprocessor,
+            keras_rmt.models.RMTTextClassifierPreprocessor,
+        ):
+            loaded = cls.from_preset(preset, segment_length=4)
+            assert type(loaded.tokenizer) is type(wordpiece_tokenizer)
+            assert loaded.tokenizer(texts) == wordpiece_tokenizer(texts)
+            # The same segments as a preprocessor on the tokenizer itself.
+            expected = cls(wordpiece_tokenizer, segment_length=4)(texts)
+            for got, want in zip(
+                keras.tree.flatten(loaded(texts)),
+                keras.tree.flatten(expected),
+            ):
+                np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
 def test_rmt_preset_takes_a_new_segment_loop_only(causal_lm_preset):
     preset, causal_lm = causal_lm_preset
     restored = keras_rmt.models.RMTCausalLM.from_preset(

@@ -145,6 +145,50 @@ def test_plateau_curriculum_goes_on_in_a_second_fit():
     assert curriculum.history == seen
 
 
+def test_scheduled_curriculum_goes_on_in_a_second_fit():
+    data = _Recorded(batch_size=2, num_batches=1, segment_length=4, pad_to=4)
+    curriculum = SegmentCurriculum(data, max_segments=4, schedule=[1, 2, 3, 4])
+    model = _model()
+    callbacks = [curriculum, _EpochOf(data)]
+    # Keras numbers each fit's epochs from 0 again; the schedule goes on.
+    first = model.fit(data, epochs=2, callbacks=callbacks, verbose=0)
+    second = model.fit(data, epochs=2, callbacks=callbacks, verbose=0)
+    assert first.history["num_segments"] == [1, 2]
+    assert second.history["num_segments"] == [3, 4]
+    assert curriculum.history == [1, 2, 3, 4]
+    # By Keras' epoch numbers, each fit's: the batches made had those widths.
+    assert data.widths == {0: {1, 3}, 1: {2, 4}}
+
+
+def test_schedule_starts_at_an_initial_epoch_further_on():
+    schedule = [1, 2, 3, 4, 5, 6]
+
+    def seen_in(curriculum, data, epochs, initial_epoch=0):
+        # The epochs `fit(epochs=..., initial_epoch=...)` runs.
+        seen = []
+        curriculum.on_train_begin()
+        for epoch in range(initial_epoch, epochs):
+            curriculum.on_epoch_begin(epoch)
+            seen.append(data.num_segments)
+            curriculum.on_epoch_end(epoch, {})
+        curriculum.on_train_end()
+        return seen
+
+    # Resuming from a checkpoint of epoch 2 with a new callback.
+    data = _Data()
+    resumed = SegmentCurriculum(data, max_segments=6, schedule=schedule)
+    assert seen_in(resumed, data, epochs=4, initial_epoch=2) == [3, 4]
+    # Then a plain second fit goes on from there.
+    assert seen_in(resumed, data, epochs=1) == [5]
+    # Keras' way of going on with the same callback, initial_epoch=2 after
+    # two epochs: no epoch of the schedule skipped or repeated.
+    data = _Data()
+    curriculum = SegmentCurriculum(data, max_segments=6, schedule=schedule)
+    assert seen_in(curriculum, data, epochs=2) == [1, 2]
+    assert seen_in(curriculum, data, epochs=4, initial_epoch=2) == [3, 4]
+    assert curriculum.history == [1, 2, 3, 4]
+
+
 @pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
     reason="only TensorFlow's fit fixes input shapes from the first batches",

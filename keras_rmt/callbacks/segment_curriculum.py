@@ -17,6 +17,7 @@ class SegmentCurriculum(keras.callbacks.Callback):
     Two ways to decide when to grow:
     - `schedule`: a list, entry `i` the number of segments of epoch `i`
       (the last entry holds afterwards), or a callable `epoch -> segments`.
+      Epochs are counted across calls to `fit()` (see below).
     - otherwise, on a plateau: one segment more once `monitor` has not
       improved by more than `min_delta` for `patience` epochs, or as soon as
       it reaches `target`. Growing restarts the count.
@@ -24,7 +25,13 @@ class SegmentCurriculum(keras.callbacks.Callback):
     The number in use is logged each epoch as `num_segments`, and
     `history` lists it per epoch. The curriculum goes on across calls to
     `fit()`: a second `fit()` with the same callback starts where the first
-    stopped (build a new callback to start again).
+    stopped (build a new callback to start again). The schedule is read
+    at the callback's own epoch count: one past the last epoch it ran,
+    whatever number Keras gives the epoch (each `fit()` counts from its
+    `initial_epoch`, `0` unless given), or `initial_epoch` if that is
+    further on. After `k` epochs, the same callback goes on at epoch `k`
+    with or without `fit(initial_epoch=k)`; resuming from a checkpoint of
+    epoch `k` with a new callback, pass `initial_epoch=k`.
 
     On TensorFlow, `fit` fixes the input shapes from the first batches, so
     a `SegmentedDataset` whose inputs grow needs `pad_to=max_segments`
@@ -120,10 +127,14 @@ class SegmentCurriculum(keras.callbacks.Callback):
         self._num_segments = start
         self._best = None
         self._wait = 0
+        # The curriculum's own epoch numbers, which go on across fits.
+        self._epoch = 0
+        self._next_epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = max(epoch, self._next_epoch)
         if self.schedule is not None:
-            self._num_segments = self._scheduled(epoch)
+            self._num_segments = self._scheduled(self._epoch)
         if self.verbose and self._num_segments != self.data.num_segments:
             print(
                 f"\nSegmentCurriculum: epoch {epoch + 1}: "
@@ -133,6 +144,7 @@ class SegmentCurriculum(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.history.append(self._num_segments)
+        self._next_epoch = self._epoch + 1
         if self.schedule is None:
             if logs is None or self.monitor not in logs:
                 raise ValueError(

@@ -1,4 +1,4 @@
-"""Loading RMT tasks from presets: RMT presets and plain keras-hub ones."""
+"""Loading RMT tasks and tokenizers from RMT and plain keras-hub presets."""
 
 import keras_hub
 
@@ -78,25 +78,8 @@ def _load_whole_task(
 def _new_preprocessor(cls, preset, backbone):
     if cls.preprocessor_cls is None:
         return None
-    rmt_preset = issubclass(
-        get_preset_loader(preset).check_backbone_class(), RMTBackbone
-    )
-    return cls.preprocessor_cls(
-        tokenizer=load_tokenizer(preset, rmt_preset),
-        segment_length=backbone.segment_length,
-        **cls.preprocessor_kwargs_for(backbone),
-    )
-
-
-def load_tokenizer(preset, rmt_preset=False):
-    """The preset's tokenizer, or an error that says how to do without."""
     try:
-        if rmt_preset:
-            # keras-hub finds a tokenizer class by the preset's backbone
-            # class, which is ours here: read the saved config directly.
-            loader = get_preset_loader(preset)
-            return loader.load_tokenizer(keras_hub.tokenizers.Tokenizer)
-        return keras_hub.tokenizers.Tokenizer.from_preset(preset)
+        tokenizer = load_tokenizer(preset)
     except FileNotFoundError as error:
         raise ValueError(
             f"The preset {preset!r} has no tokenizer, which the task's "
@@ -105,3 +88,24 @@ def load_tokenizer(preset, rmt_preset=False):
             "`preprocessor=None` and feed token ids yourself. "
             f"({error})"
         ) from error
+    return cls.preprocessor_cls(
+        tokenizer=tokenizer,
+        segment_length=backbone.segment_length,
+        **cls.preprocessor_kwargs_for(backbone),
+    )
+
+
+def load_tokenizer(preset):
+    """The tokenizer saved in `preset`, a keras-hub preset or an RMT one.
+
+    The one way tasks and preprocessors load a tokenizer from a preset.
+    keras-hub's `Tokenizer.from_preset` picks the tokenizer class by the
+    preset's backbone class; an RMT preset's is `RMTBackbone`, which has no
+    tokenizer class of its own, so there the class is the one named in the
+    saved tokenizer config. Raises `FileNotFoundError` if the preset holds
+    no tokenizer.
+    """
+    loader = get_preset_loader(preset)
+    if issubclass(loader.check_backbone_class(), RMTBackbone):
+        return loader.load_tokenizer(keras_hub.tokenizers.Tokenizer)
+    return keras_hub.tokenizers.Tokenizer.from_preset(preset)

@@ -12,6 +12,7 @@ import keras
 import keras_hub
 import numpy as np
 
+from keras_rmt.models.preset_loader import load_tokenizer
 from keras_rmt.utils import segment_packing
 from keras_rmt.utils.checks import check_positive_integer
 from keras_rmt.utils.keras_hub_internals import (
@@ -322,14 +323,16 @@ class SegmentedPreprocessor(keras_hub.models.Preprocessor):
 
     @classmethod
     def from_preset(cls, preset, **kwargs):
-        """Builds the preprocessor from a keras-hub preset's tokenizer.
+        """Builds the preprocessor from a preset's tokenizer.
 
         `preset` is a keras-hub preset name or handle, or a local folder
-        (e.g. written by `save_to_preset`). If the preset holds a saved
-        preprocessor of this class (an RMT task preset), it is loaded with
-        `kwargs` overriding its configuration. Otherwise the preset's
-        tokenizer is loaded and `kwargs` (which must include
-        `segment_length`) configure a new preprocessor.
+        (e.g. written by `save_to_preset`, from keras-hub or keras-rmt). If
+        the preset holds a saved preprocessor of this class (an RMT task
+        preset), it is loaded with `kwargs` overriding its configuration.
+        Otherwise the preset's tokenizer is loaded (as the RMT tasks'
+        `from_preset` load it, also from another RMT task's preset or an
+        `RMTBackbone`'s) and `kwargs` (which must include `segment_length`)
+        configure a new preprocessor.
         """
         loader = get_preset_loader(preset)
         if check_file_exists(preset, PREPROCESSOR_CONFIG_FILE):
@@ -353,9 +356,7 @@ class SegmentedPreprocessor(keras_hub.models.Preprocessor):
                     "`tokenizer.save_to_preset(preset)`, or pass "
                     "`tokenizer=...`."
                 )
-            kwargs["tokenizer"] = keras_hub.tokenizers.Tokenizer.from_preset(
-                preset
-            )
+            kwargs["tokenizer"] = load_tokenizer(preset)
         kwargs = cls._preset_defaults(loader, kwargs)
         return cls(**kwargs)
 
