@@ -49,25 +49,35 @@ def test_classifier_from_a_causal_lm_preset_keeps_backbone_and_memory(
 
 
 @pytest.mark.backend_independent
-def test_preprocessors_load_the_tokenizer_of_an_rmt_preset(
+def test_preprocessors_load_the_tokenizer_and_segments_of_an_rmt_preset(
     causal_lm_preset, tmp_path, wordpiece_tokenizer
 ):
     causal_lm_preset, _ = causal_lm_preset
-    # An RMTBackbone alone, with the tokenizer saved beside it.
+    # An RMTBackbone alone, segments of 6, with a tokenizer saved beside it.
     backbone_preset = str(tmp_path)
-    make_rmt_backbone("gpt2").save_to_preset(backbone_preset)
+    make_rmt_backbone("gpt2", segment_length=6).save_to_preset(backbone_preset)
     wordpiece_tokenizer.save_to_preset(backbone_preset)
     texts = ["the quick brown fox jumps over the lazy dog", "the dog"]
-    for preset in (causal_lm_preset, backbone_preset):
-        for cls in (
-            keras_rmt.models.RMTCausalLMPreprocessor,
-            keras_rmt.models.RMTTextClassifierPreprocessor,
+    # A classifier's layout is the one its GPT-2 RMT backbone saved, not a
+    # guess from the WordPiece tokenizer.
+    for preset, segment_length in ((causal_lm_preset, 4), (backbone_preset, 6)):
+        for cls, options in (
+            (keras_rmt.models.RMTCausalLMPreprocessor, {}),
+            (
+                keras_rmt.models.RMTTextClassifierPreprocessor,
+                {"memory_layout": "decoder"},
+            ),
         ):
-            loaded = cls.from_preset(preset, segment_length=4)
+            loaded = cls.from_preset(preset)
+            assert loaded.segment_length == segment_length
+            for name, value in options.items():
+                assert getattr(loaded, name) == value
             assert type(loaded.tokenizer) is type(wordpiece_tokenizer)
             assert loaded.tokenizer(texts) == wordpiece_tokenizer(texts)
             # The same segments as a preprocessor on the tokenizer itself.
-            expected = cls(wordpiece_tokenizer, segment_length=4)(texts)
+            expected = cls(
+                wordpiece_tokenizer, segment_length=segment_length, **options
+            )(texts)
             for got, want in zip(
                 keras.tree.flatten(loaded(texts)),
                 keras.tree.flatten(expected),

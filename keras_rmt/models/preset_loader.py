@@ -109,3 +109,14 @@ def load_tokenizer(preset):
     if issubclass(loader.check_backbone_class(), RMTBackbone):
         return loader.load_tokenizer(keras_hub.tokenizers.Tokenizer)
     return keras_hub.tokenizers.Tokenizer.from_preset(preset)
+
+
+def rmt_backbone_config(loader):
+    """The saved `RMTBackbone` configuration of an RMT preset (an RMT task's
+    or an `RMTBackbone`'s), or None for a plain keras-hub preset.
+
+    `loader` is keras-hub's preset loader of the preset.
+    """
+    if not issubclass(loader.check_backbone_class(), RMTBackbone):
+        return None
+    return loader.config["config"]

@@ -286,9 +286,13 @@ class RMTTextClassifierPreprocessor(SegmentedPreprocessor):
         return config
 
     @classmethod
-    def _preset_defaults(cls, loader, kwargs):
+    def _preset_defaults(cls, loader, rmt_config, kwargs):
         if kwargs.get("memory_layout", "auto") == "auto":
-            layout = layout_for_backbone(loader.check_backbone_class())
+            if rmt_config is not None:
+                # The layout the RMT backbone resolved and saved.
+                layout = rmt_config["memory_layout"]
+            else:
+                layout = layout_for_backbone(loader.check_backbone_class())
             if layout is not None:
                 kwargs["memory_layout"] = layout
         return kwargs

@@ -12,7 +12,7 @@ import keras
 import keras_hub
 import numpy as np
 
-from keras_rmt.models.preset_loader import load_tokenizer
+from keras_rmt.models.preset_loader import load_tokenizer, rmt_backbone_config
 from keras_rmt.utils import segment_packing
 from keras_rmt.utils.checks import check_positive_integer
 from keras_rmt.utils.keras_hub_internals import (
@@ -331,8 +331,11 @@ class SegmentedPreprocessor(keras_hub.models.Preprocessor):
         preset), it is loaded with `kwargs` overriding its configuration.
         Otherwise the preset's tokenizer is loaded (as the RMT tasks'
         `from_preset` load it, also from another RMT task's preset or an
-        `RMTBackbone`'s) and `kwargs` (which must include `segment_length`)
-        configure a new preprocessor.
+        `RMTBackbone`'s) and `kwargs` configure a new preprocessor. They
+        must include `segment_length`, unless the preset is an RMT one: then
+        its backbone's `segment_length` (and, for a classifier, its
+        `memory_layout`) are the defaults, as the tasks' `from_preset` take
+        them.
         """
         loader = get_preset_loader(preset)
         if check_file_exists(preset, PREPROCESSOR_CONFIG_FILE):
@@ -342,6 +345,9 @@ class SegmentedPreprocessor(keras_hub.models.Preprocessor):
                 return loader.load_preprocessor(
                     cls, PREPROCESSOR_CONFIG_FILE, **kwargs
                 )
+        rmt_config = rmt_backbone_config(loader)
+        if rmt_config is not None:
+            kwargs.setdefault("segment_length", rmt_config["segment_length"])
         if "segment_length" not in kwargs:
             raise ValueError(
                 f"{cls.__name__}.from_preset needs `segment_length` (tokens "
@@ -357,11 +363,13 @@ class SegmentedPreprocessor(keras_hub.models.Preprocessor):
                     "`tokenizer=...`."
                 )
             kwargs["tokenizer"] = load_tokenizer(preset)
-        kwargs = cls._preset_defaults(loader, kwargs)
+        kwargs = cls._preset_defaults(loader, rmt_config, kwargs)
         return cls(**kwargs)
 
     @classmethod
-    def _preset_defaults(cls, loader, kwargs):
+    def _preset_defaults(cls, loader, rmt_config, kwargs):
+        """`kwargs` with the defaults a subclass takes from the preset;
+        `rmt_config` is its saved `RMTBackbone` configuration, or None."""
         return kwargs
 
 
