@@ -597,9 +597,11 @@ class RMTCausalLM(TokenDatasetFit, SavedModelExport, keras_hub.models.CausalLM):
 
         As keras-hub's `score()` (for instance
         `keras_hub.models.GPT2CausalLM.score`), read segment by segment with
-        memory: the logits are those of `predict()`. Runs for inference, one
-        compiled segment step at a time, so any length fits in memory; in
-        `"loss"` mode the logits are never held for more than one segment.
+        memory: the logits are those of `predict()`, in the compute dtype
+        (bfloat16 under `mixed_bfloat16`, where `predict()` gives float32,
+        as in keras-hub). Runs for inference, one compiled segment step at a
+        time, so any length fits in memory; in `"loss"` mode the logits are
+        never held for more than one segment.
 
         Args:
             token_ids: int tensor `(batch_size, num_tokens)`.
