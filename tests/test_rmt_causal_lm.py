@@ -311,6 +311,35 @@ def test_refuses_backbones_it_cannot_use():
         _causal_lm().compile(segment_metrics=-1)
 
 
+def test_predict_joins_batches_of_strings_of_different_widths(
+    wordpiece_tokenizer,
+):
+    # Each batch of strings is padded to its own whole segments: 4 and 12
+    # positions here. predict pads both to the widest, as one batch of all
+    # the strings is, on every backend (JAX and torch refused to join
+    # them, TensorFlow gave a ragged tensor), from a list or a tf.data
+    # dataset of batches.
+    import tensorflow as tf
+
+    causal_lm = keras_rmt.models.RMTCausalLM(
+        make_rmt_backbone("gpt2"),
+        preprocessor=keras_rmt.models.RMTCausalLMPreprocessor(
+            wordpiece_tokenizer, segment_length=4
+        ),
+    )
+    texts = ["the dog", "fox", "the quick brown fox jumps over the dog", "a"]
+    x, _, _ = causal_lm.preprocessor(texts)
+    assert x["token_ids"].shape == (4, 12)
+    expected = numpy(jitted_on_jax(causal_lm, causal_lm)(x))
+    dataset = tf.data.Dataset.from_tensor_slices(texts).batch(2)
+    for inputs, batch_size in ((texts, 2), (dataset, None)):
+        logits = causal_lm.predict(inputs, batch_size=batch_size, verbose=0)
+        assert isinstance(logits, np.ndarray)
+        np.testing.assert_allclose(logits, expected, atol=1e-5)
+    # The preprocessor pads per batch again afterwards.
+    assert causal_lm.preprocessor.sequence_length is None
+
+
 def _texts(count, seed):
     """Documents whose last word repeats their first, 9 or 10 tokens long.
 

@@ -1,6 +1,7 @@
 import functools
 import inspect
 import math
+import sys
 import warnings
 
 import keras
@@ -229,6 +230,52 @@ class RMTCausalLM(TokenDatasetFit, SavedModelExport, keras_hub.models.CausalLM):
     def preprocessor_kwargs_for(cls, backbone):
         """Preprocessor arguments that `from_preset` takes from `backbone`."""
         return {}
+
+    # === Prediction ===
+
+    def predict(self, x=None, batch_size=None, **kwargs):
+        """As `keras.Model.predict`: the logits of every token, one array.
+
+        A preprocessor without a `sequence_length` pads each batch of
+        strings to its own whole number of segments, and batches of
+        different widths cannot be joined into one array (Keras raises on
+        JAX and torch, and gives a `tf.RaggedTensor` on TensorFlow). For raw
+        strings (a list, an array, or a `tf.data.Dataset` of batches) it
+        therefore pads every batch to the widest one's segments, found by
+        tokenizing the strings once more first. Positions past a row's
+        tokens are padding, as past a keras-hub preprocessor's
+        `sequence_length`.
+        """
+        width = self._widest_batch_of_strings(x, kwargs.get("steps"))
+        if width is None:
+            return super().predict(x, batch_size=batch_size, **kwargs)
+        self.preprocessor.sequence_length = width
+        try:
+            return super().predict(x, batch_size=batch_size, **kwargs)
+        finally:
+            self.preprocessor.sequence_length = None
+
+    def _widest_batch_of_strings(self, x, steps):
+        """The width the widest batch of strings in `x` (its first `steps`
+        batches) is padded to, or None if no common width is needed."""
+        preprocessor = self.preprocessor
+        if preprocessor is None or preprocessor.sequence_length is not None:
+            return None
+        tf = sys.modules.get("tensorflow")
+        if tf is not None and isinstance(x, tf.data.Dataset):
+            if getattr(x.element_spec, "dtype", None) != tf.string:
+                return None
+            batches = x if steps is None else x.take(steps)
+        elif _is_strings(x, tf):
+            # All the strings as one batch: as wide as the widest batch.
+            batches = [x]
+        else:
+            return None
+        widths = []
+        for batch in batches:
+            inputs = keras.utils.unpack_x_y_sample_weight(preprocessor(batch))
+            widths.append(ops.shape(inputs[0]["token_ids"])[-1])
+        return max(widths, default=None)
 
     # === Generation ===
 
@@ -686,3 +733,13 @@ def _holds_any(token_ids, values):
     return functools.reduce(
         ops.logical_or, [ops.equal(token_ids, value) for value in values]
     )
+
+
+def _is_strings(x, tf=None):
+    """Whether `x` is a batch of text: a list, tuple, NumPy array or (with
+    TensorFlow imported, as `tf`) tensor of strings."""
+    if isinstance(x, (list, tuple)):
+        return len(x) > 0 and all(isinstance(v, (str, bytes)) for v in x)
+    if isinstance(x, np.ndarray):
+        return x.dtype.kind in ("U", "S", "O")
+    return tf is not None and isinstance(x, tf.Tensor) and x.dtype == tf.string
