@@ -214,6 +214,21 @@ def test_infer_stream_and_continuing_from_memory_equal_call(gpt2_armt):
     )
 
 
+def test_without_carry_continuing_from_the_state_equals_one_call():
+    # Every segment reads the state the call started from, which is also
+    # the state returned: going on from it reads the same.
+    armt = make_armt("gpt2", num_layers=1, carry_memory=False)
+    batch = random_batch(2, 12, lengths=[12, 7], seed=3)
+    whole = numpy(armt(batch))
+    np.testing.assert_array_equal(whole["memory"], 0.0)
+    first = armt({k: v[:, :8] for k, v in batch.items()})
+    rest = {k: v[:, 8:] for k, v in batch.items()}
+    rest = numpy(armt({**rest, "memory": first["memory"]}))
+    np.testing.assert_allclose(
+        rest["sequence_output"], whole["sequence_output"][:, 8:], atol=1e-5
+    )
+
+
 def test_memory_of_wrong_shape_is_refused(gpt2_armt):
     batch = random_batch(1, 4)
     with pytest.raises(ValueError, match="associative state of shape"):

@@ -223,8 +223,11 @@ def test_right_alignment_pads_the_first_segment():
     )
 
 
-def test_continuing_from_memory_equals_one_call():
-    rmt = make_rmt_on_shared("gpt2")
+@pytest.mark.parametrize("carry_memory", [True, False])
+def test_continuing_from_memory_equals_one_call(carry_memory):
+    # Without carrying, the memory output is the memory every segment
+    # reads: going on from it reads the same (it was the last written).
+    rmt = make_rmt_on_shared("gpt2", carry_memory=carry_memory)
     batch = random_batch(2, 16)
     whole = numpy(rmt(batch))
     first = rmt({k: v[:, :8] for k, v in batch.items()})

@@ -138,3 +138,23 @@ def test_outputs_are_named_for_what_they_are():
         keras_rmt.export.streaming_model(
             keras.Model(inputs, [head, hidden], name="two")
         )
+
+
+def test_streaming_without_carried_memory_gives_the_outputs_of_one_call():
+    # Every segment reads the initial memory, which each streamed segment
+    # hands back: the outputs and memory of one call (a served stream read
+    # the memory each segment wrote).
+    rmt = make_rmt_on_shared("gpt2", 2, SEGMENT_LENGTH, carry_memory=False)
+    inputs = text_inputs()
+    hidden = rmt(inputs)["sequence_output"]
+    model = keras.Model(inputs, {"logits": keras.layers.Dense(3)(hidden)})
+    stream_model = keras_rmt.export.streaming_model(model)
+    whole = keras_rmt.export.streaming_model(model, memory_input=False)
+    batch = random_batch(2, 11, lengths=[11, 6])
+    expected = numpy(whole(batch))
+    logits, memory = stream(stream_model, rmt, batch, "logits")
+    np.testing.assert_allclose(logits, expected["logits"], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(memory, expected["memory"], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(
+        memory, initial_memory(rmt, 2), atol=1e-6, rtol=0
+    )

@@ -54,8 +54,9 @@ class AssociativeRecurrentSegments(RecurrentSegments):
             setting).
         alignment: `"left"` or `"right"`. See `RecurrentSegments`. Defaults
             to `"left"`.
-        carry_memory: bool. If False, every segment reads an empty
-            associative memory: the memory-less baseline. Defaults to
+        carry_memory: bool. If False, every segment reads the state the
+            call started from (empty unless given): the memory-less
+            baseline. The `"memory"` output is then that state. Defaults to
             `True`.
         segment_loop: `"auto"`, `"unrolled"` or `"scan"`. See
             `RecurrentSegments`. Defaults to `"auto"`.
@@ -229,6 +230,10 @@ class AssociativeRecurrentSegments(RecurrentSegments):
             read,
             training=training,
         )
+        tokens = self._layout.split(hidden)[0]
+        if not self.carry_memory:
+            # The next segment reads the state this one read.
+            return tokens, state
         written = [
             layer.write(self._layout.split(output)[1], a, z)
             for layer, output, a, z in zip(
@@ -237,7 +242,7 @@ class AssociativeRecurrentSegments(RecurrentSegments):
         ]
         new_state = self._join_state(*zip(*written))
         has_tokens = ops.any(mask != 0, axis=1)[:, None, None]
-        return self._layout.split(hidden)[0], ops.where(
+        return tokens, ops.where(
             has_tokens, ops.cast(new_state, memory.dtype), memory
         )
 

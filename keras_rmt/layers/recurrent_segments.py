@@ -85,7 +85,10 @@ class RecurrentSegments(keras.layers.Layer):
             OPT). Defaults to `"backbone"`.
         carry_memory: bool. If False, every segment reads the initial memory
             instead of the previous segment's: the memory-less baseline.
-            Defaults to `True`.
+            The `"memory"` output is then that initial memory, what a next
+            segment reads, so going on from it (`stream`, `segment`, a
+            SavedModel's `serve_segment`) equals one call. Defaults to
+            `True`.
         segment_loop: `"auto"`, `"unrolled"` or `"scan"`. How a known number
             of segments is run. `"unrolled"` traces the backbone once per
             segment, so compile time grows with the segment count; `"scan"`
@@ -288,7 +291,8 @@ class RecurrentSegments(keras.layers.Layer):
         Returns:
             A dict with `"sequence_output"`, `(batch_size, tokens,
             hidden_dim)`, and `"memory"`, the memory written by the segment
-            (the memory read, for rows whose segment is all padding).
+            (the memory read, for rows whose segment is all padding and
+            with `carry_memory=False`).
 
         Example:
         ```python
@@ -370,6 +374,10 @@ class RecurrentSegments(keras.layers.Layer):
             }
             hidden = self._body(joined, joined_mask, extras, training=training)
         tokens, written = self._layout.split(hidden)
+        if not self.carry_memory:
+            # The next segment reads what this one read: the memory to go on
+            # from (a stream, a served segment, a later call's `memory`).
+            return tokens, read
         has_tokens = ops.any(mask != 0, axis=1)[:, None, None]
         return tokens, ops.where(
             has_tokens, ops.cast(written, memory.dtype), memory

@@ -515,11 +515,7 @@ class RMTCausalLM(TokenDatasetFit, SavedModelExport, keras_hub.models.CausalLM):
             [batch, 1, self.backbone.hidden_dim],
         )[:, 0]
         logits = self.backbone.token_embedding(hidden, reverse=True)
-        written = outputs["memory"]
-        if not self.backbone.carry_memory:
-            # Every segment reads the memory the stream started from.
-            written = memory
-        return logits, hidden, (memory, written)
+        return logits, hidden, (memory, outputs["memory"])
 
     def _next_logits_cached(self, prompt, cache, index):
         """`next_logits` with a key/value cache inside the segment.
@@ -592,8 +588,7 @@ class RMTCausalLM(TokenDatasetFit, SavedModelExport, keras_hub.models.CausalLM):
                 },
                 memory,
             )
-            if self.backbone.carry_memory:
-                memory = ops.cast(outputs["memory"], memory.dtype)
+            memory = ops.cast(outputs["memory"], memory.dtype)
             # No None among loop variables: torch's loop converts them all.
             if hidden:
                 tokens = ops.cast(outputs["sequence_output"], hidden[0].dtype)
