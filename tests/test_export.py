@@ -433,6 +433,44 @@ def test_export_from_torch_names_the_command(exported, monkeypatch):
         keras_rmt.export.export_saved_model(model, "unused")
 
 
+@EXPORT_BACKEND
+def test_inputs_it_cannot_serve_are_refused_before_writing(tmp_path):
+    # Served inputs are checked against `token_ids`: without one, the export
+    # failed inside its trace with a bare KeyError.
+    rmt = wrap_rmt(make_backbone("gpt2", num_layers=1))
+    input_ids = keras.Input((None,), dtype="int32", name="input_ids")
+    mask = keras.Input((None,), dtype="int32", name="attention_mask")
+    outputs = rmt({"token_ids": input_ids, "padding_mask": mask})
+    renamed = keras.Model(
+        {"input_ids": input_ids, "attention_mask": mask},
+        outputs["sequence_output"],
+    )
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "an input named 'token_ids' (the others are checked against "
+            "it): name that `keras.Input` 'token_ids', or wrap the model in "
+            "one whose inputs are named so. Received: model inputs "
+            "['attention_mask', 'input_ids']"
+        ),
+    ):
+        keras_rmt.export.export_saved_model(renamed, str(tmp_path / "a"))
+    inputs = text_inputs()
+    features = keras.Input((None, 3), name="features")
+    hidden = rmt(inputs)["sequence_output"]
+    pooled = keras.layers.Concatenate()([hidden, features])
+    extra = keras.Model({**inputs, "features": features}, pooled)
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "inputs of shape (batch_size, length), one value per token. "
+            "Received: input 'features' with 3 dimensions"
+        ),
+    ):
+        keras_rmt.export.export_saved_model(extra, str(tmp_path / "b"))
+    assert sorted(os.listdir(tmp_path)) == []
+
+
 def test_rmt_tasks_export_the_rmt_saved_model(monkeypatch):
     from keras_rmt.export import saved_model
 

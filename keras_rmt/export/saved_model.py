@@ -65,7 +65,9 @@ def export_saved_model(model, path, overwrite=False, verbose=False):
     the input: ranks, empty batches or inputs, inputs of different batch
     sizes or lengths, a memory of the wrong shape, token ids outside the
     vocabulary, a segment longer than `segment_length`. A wrong dtype is
-    refused when the call is bound to the signature.
+    refused when the call is bound to the signature. The model's token ids
+    must come in an input named `token_ids`, and every input must be of
+    shape `(batch_size, length)`: anything else is refused before writing.
 
     The folder is written atomically: the SavedModel is written to a
     temporary sibling folder (`<path>.XXXX.tmp`) and renamed to `path` once
@@ -205,6 +207,7 @@ def _saveable(tf, model):
     """
     rmt = find_recurrent_segments(model)
     specs = _input_specs(model)
+    _check_servable(specs)
     segment_specs = {
         **specs,
         "memory": keras.KerasTensor(
@@ -401,6 +404,26 @@ def _input_specs(model):
         for name, x in _named_inputs(model)
         if name != "memory"
     }
+
+
+def _check_servable(specs):
+    """Served inputs are token-aligned `(batch_size, length)` tensors,
+    checked against the one named `token_ids`."""
+    if "token_ids" not in specs:
+        raise ValueError(
+            "export_saved_model serves a model whose token ids come in an "
+            "input named 'token_ids' (the others are checked against it): "
+            "name that `keras.Input` 'token_ids', or wrap the model in one "
+            "whose inputs are named so. "
+            f"Received: model inputs {sorted(specs)}"
+        )
+    for name, spec in specs.items():
+        if len(spec.shape) != 2:
+            raise ValueError(
+                "export_saved_model serves inputs of shape (batch_size, "
+                f"length), one value per token. Received: input {name!r} "
+                f"with {len(spec.shape)} dimensions"
+            )
 
 
 def _arranged(model, inputs):
