@@ -1,3 +1,5 @@
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -217,3 +219,24 @@ def test_growing_without_pad_to_is_refused_up_front_on_tensorflow():
 
     data = SegmentedDataset(one_shape, 2, 2, segment_length=4)
     assert SegmentCurriculum(data, max_segments=3).data is data
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="only TensorFlow's fit makes the next epoch's batch ahead",
+)
+def test_steps_per_epoch_shorter_than_the_data_is_refused_on_tensorflow():
+    # With one iterator across epochs, TensorFlow made epoch 2's first
+    # batch for epoch 1's number of segments: it trained on it silently.
+    data = _Recorded(batch_size=2, num_batches=4, segment_length=4, pad_to=3)
+    curriculum = SegmentCurriculum(data, max_segments=3, schedule=[1, 2, 3])
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "Give the dataset num_batches=2 instead of steps_per_epoch. "
+            "Received: steps_per_epoch=2, len(data)=4"
+        ),
+    ):
+        _model().fit(
+            data, epochs=3, steps_per_epoch=2, callbacks=[curriculum], verbose=0
+        )

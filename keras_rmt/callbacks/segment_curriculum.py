@@ -37,7 +37,10 @@ class SegmentCurriculum(keras.callbacks.Callback):
     a `SegmentedDataset` whose inputs grow needs `pad_to=max_segments`
     (every batch padded at the end to that many segments); without it the
     callback refuses to be built (it makes one batch of the fewest and one
-    of the most segments to compare their shapes).
+    of the most segments to compare their shapes). There `fit` also makes
+    each epoch's first batch ahead of time when `steps_per_epoch` is shorter
+    than the dataset (one iterator across epochs): refused when training
+    starts; give the dataset that `num_batches` instead.
 
     Args:
         data: the training data; its `num_segments` is set.
@@ -131,6 +134,10 @@ class SegmentCurriculum(keras.callbacks.Callback):
         self._epoch = 0
         self._next_epoch = 0
 
+    def on_train_begin(self, logs=None):
+        # `params` is None when the callback is driven by hand.
+        _check_epochs_are_whole(self.data, (self.params or {}).get("steps"))
+
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = max(epoch, self._next_epoch)
         if self.schedule is not None:
@@ -223,3 +230,21 @@ def _check_shapes_can_grow(data, max_segments, schedule, start):
 
 def _shapes(batch):
     return [tuple(np.shape(leaf)) for leaf in keras.tree.flatten(batch)]
+
+
+def _check_epochs_are_whole(data, steps):
+    """On TensorFlow, `fit(steps_per_epoch=...)` shorter than the dataset
+    keeps one iterator across epochs, which makes each epoch's first batch
+    ahead of time: before the curriculum sets its number of segments."""
+    if keras.backend.backend() != "tensorflow" or steps is None:
+        return
+    if not isinstance(data, keras.utils.PyDataset) or steps >= len(data):
+        return
+    raise ValueError(
+        f"On TensorFlow, fit(steps_per_epoch={steps}) over a dataset of "
+        f"{len(data)} batches makes each epoch's first batch before "
+        "SegmentCurriculum sets that epoch's number of segments, so it "
+        "would train on the previous epoch's. Give the dataset "
+        f"num_batches={steps} instead of steps_per_epoch. "
+        f"Received: steps_per_epoch={steps}, len(data)={len(data)}"
+    )
