@@ -1,4 +1,5 @@
 import keras
+import keras_hub
 import numpy as np
 import pytest
 from conftest import (
@@ -311,3 +312,36 @@ def test_a_mixed_precision_saved_model_serves_what_keras_computes(tmp_path):
     np.testing.assert_allclose(
         tf.cast(first["logits"], tf.float32).numpy(), logits[:, :4], atol=5e-2
     )
+
+
+def test_contrastive_search_runs_under_mixed_precision():
+    # The samplers write each step's bfloat16 hidden state into the
+    # prompt's, which took the float32 dtype of the associative state and
+    # refused it. With one candidate (k=1) contrastive search picks greedy's
+    # first token; later steps' logits come from its differently batched
+    # candidate step, which bfloat16 may round to another near-tie.
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        causal_lm = keras_rmt.models.RMTCausalLM(armt_backbone(num_layers=1))
+    finally:
+        keras.config.set_dtype_policy(policy)
+    lengths = [6, 3]
+    # Token ids in, the padding is where generation writes.
+    prompt = random_batch(2, 10, seed=4, lengths=lengths)
+    prompt = {**prompt, "padding_mask": prompt["padding_mask"].astype(bool)}
+    outputs = {}
+    for name, sampler in [
+        ("greedy", "greedy"),
+        ("contrastive", keras_hub.samplers.ContrastiveSampler(k=1, alpha=0.0)),
+    ]:
+        causal_lm.compile(sampler=sampler)
+        outputs[name] = numpy(causal_lm.generate(prompt, stop_token_ids=None))
+    got, greedy = outputs["contrastive"], outputs["greedy"]
+    assert got["token_ids"].shape == greedy["token_ids"].shape == (2, 10)
+    for row, length in enumerate(lengths):
+        np.testing.assert_array_equal(
+            got["token_ids"][row, : length + 1],
+            greedy["token_ids"][row, : length + 1],
+        )
+    assert got["padding_mask"].all()

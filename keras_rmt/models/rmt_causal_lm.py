@@ -460,8 +460,11 @@ class RMTCausalLM(TokenDatasetFit, SavedModelExport, keras_hub.models.CausalLM):
         padded = ops.concatenate(
             [token_ids, ops.zeros((batch, length), token_ids.dtype)], axis=1
         )
+        # In the dtype of the steps' hidden states, which samplers write into
+        # it (an associative state stays float32 under a mixed policy).
         hidden = ops.zeros(
-            (batch, total + length, self.backbone.hidden_dim), memory.dtype
+            (batch, total + length, self.backbone.hidden_dim),
+            self.backbone.recurrent_segments.sequence_output_dtype,
         )
         memory, hidden = self._read_segments(
             padded, ops.ones_like(padded), 0, current, memory, hidden
