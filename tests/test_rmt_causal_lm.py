@@ -340,6 +340,47 @@ def test_predict_joins_batches_of_strings_of_different_widths(
     assert causal_lm.preprocessor.sequence_length is None
 
 
+def test_fit_evaluate_and_predict_read_a_dataset_of_token_ids():
+    # A keras.utils.PyDataset (the curriculum's SegmentedDataset) yields
+    # token ids: evaluate and predict turned it into a tf.data dataset of
+    # raw samples and failed (fit already read it as it is).
+    def make_batch(batch_size, num_segments, rng):
+        # The same batch at every step and epoch (Keras moves the dataset's
+        # epoch on before it reads it).
+        rng = np.random.default_rng(7)
+        ids = rng.integers(3, VOCABULARY_SIZE, (batch_size, 4 * num_segments))
+        ids = ids.astype("int32")
+        inputs = {"token_ids": ids, "padding_mask": np.ones_like(ids)}
+        return inputs, np.roll(ids, -1, axis=1), np.ones(ids.shape, "float32")
+
+    data = keras_rmt.datasets.SegmentedDataset(
+        make_batch, 2, 2, segment_length=4, num_segments=2
+    )
+    causal_lm = _causal_lm()
+    causal_lm.compile(optimizer="sgd")
+    # The dataset's batches as arrays: evaluated alike.
+    x, y, weights = (
+        keras.tree.map_structure(lambda *parts: np.concatenate(parts), *parts)
+        for parts in zip(*(data[i] for i in range(len(data))))
+    )
+    expected = causal_lm.evaluate(
+        x, y, sample_weight=weights, batch_size=2, return_dict=True, verbose=0
+    )
+    got = causal_lm.evaluate(data, return_dict=True, verbose=0)
+    assert sorted(got) == sorted(expected)
+    # NaN for the segments the batches do not reach, on both sides.
+    np.testing.assert_allclose(
+        [got[name] for name in sorted(got)],
+        [expected[name] for name in sorted(got)],
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(
+        causal_lm.predict(data, verbose=0), numpy(causal_lm(x)), atol=1e-5
+    )
+    history = causal_lm.fit(data, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
 def _texts(count, seed):
     """Documents whose last word repeats their first, 9 or 10 tokens long.
 

@@ -18,7 +18,7 @@ from keras_rmt.models.preset_loader import load_rmt_task
 from keras_rmt.models.rmt_backbone import RMTBackbone
 from keras_rmt.models.rmt_causal_lm_preprocessor import RMTCausalLMPreprocessor
 from keras_rmt.models.segment_cache import segment_cache_for
-from keras_rmt.models.token_dataset_fit import TokenDatasetFit
+from keras_rmt.models.token_dataset_inputs import TokenDatasetInputs
 
 # Per-segment losses reported when neither compile() nor a preprocessor's
 # sequence length says how many segments the data has.
@@ -26,7 +26,9 @@ DEFAULT_SEGMENT_METRICS = 4
 
 
 @keras.saving.register_keras_serializable(package="keras_rmt")
-class RMTCausalLM(TokenDatasetFit, SavedModelExport, keras_hub.models.CausalLM):
+class RMTCausalLM(
+    TokenDatasetInputs, SavedModelExport, keras_hub.models.CausalLM
+):
     """A Recurrent Memory Transformer language model over inputs of any length.
 
     Predicts the next token at every position of an input of any length,

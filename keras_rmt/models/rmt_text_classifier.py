@@ -8,7 +8,7 @@ from keras_rmt.models.rmt_backbone import RMTBackbone
 from keras_rmt.models.rmt_text_classifier_preprocessor import (
     RMTTextClassifierPreprocessor,
 )
-from keras_rmt.models.token_dataset_fit import TokenDatasetFit
+from keras_rmt.models.token_dataset_inputs import TokenDatasetInputs
 from keras_rmt.utils import segmentation
 from keras_rmt.utils.checks import check_positive_integer
 
@@ -17,7 +17,7 @@ SEGMENT_LOSSES = ("last", "mean")
 
 @keras.saving.register_keras_serializable(package="keras_rmt")
 class RMTTextClassifier(
-    TokenDatasetFit, SavedModelExport, keras_hub.models.TextClassifier
+    TokenDatasetInputs, SavedModelExport, keras_hub.models.TextClassifier
 ):
     """Classifies documents of any length with a Recurrent Memory Transformer.
 
