@@ -1,6 +1,7 @@
 """Tiny randomly initialised backbones and helpers shared by the tests."""
 
 import atexit
+import contextlib
 import os
 import shutil
 import sys
@@ -194,6 +195,18 @@ def gradient(loss_fn, variable):
         loss_fn().backward()
         return variable.value.grad.detach().cpu().numpy()
     raise NotImplementedError(backend)
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Keras' global dtype policy set to `name` inside the block, the one
+    before restored after it (models built inside keep `name`)."""
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(before)
 
 
 def jitted_on_jax(layer, function):

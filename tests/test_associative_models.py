@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from conftest import (
     build_optimizer,
+    dtype_policy,
     jitted_on_jax,
     make_backbone,
     numpy,
@@ -288,12 +289,8 @@ def test_a_mixed_precision_saved_model_serves_what_keras_computes(tmp_path):
     # carries both. Its serve and serve_segment failed, or the JAX export.
     import tensorflow as tf
 
-    policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    try:
+    with dtype_policy("mixed_bfloat16"):
         causal_lm = keras_rmt.models.RMTCausalLM(armt_backbone(num_layers=1))
-    finally:
-        keras.config.set_dtype_policy(policy)
     path = str(tmp_path / "armt")
     causal_lm.export(path, format="tf_saved_model")
     served = tf.saved_model.load(path)
@@ -320,12 +317,8 @@ def test_contrastive_search_runs_under_mixed_precision():
     # refused it. With one candidate (k=1) contrastive search picks greedy's
     # first token; later steps' logits come from its differently batched
     # candidate step, which bfloat16 may round to another near-tie.
-    policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    try:
+    with dtype_policy("mixed_bfloat16"):
         causal_lm = keras_rmt.models.RMTCausalLM(armt_backbone(num_layers=1))
-    finally:
-        keras.config.set_dtype_policy(policy)
     lengths = [6, 3]
     # Token ids in, the padding is where generation writes.
     prompt = random_batch(2, 10, seed=4, lengths=lengths)

@@ -7,6 +7,7 @@ from conftest import (
     HIDDEN_DIM,
     POSITIONS,
     _rotary,
+    dtype_policy,
     gradient,
     jitted_on_jax,
     make_backbone,
@@ -321,12 +322,8 @@ def test_position_budget_is_segment_plus_memory_tokens():
 
 @pytest.fixture(scope="module")
 def mixed_precision_armt():
-    policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    try:
+    with dtype_policy("mixed_bfloat16"):
         return make_armt("gpt2", segment_length=4)
-    finally:
-        keras.config.set_dtype_policy(policy)
 
 
 def test_mixed_precision_carries_the_state_in_float32(mixed_precision_armt):
@@ -376,12 +373,8 @@ def test_the_graph_scan_carries_a_float32_state_beside_bfloat16_segments(
     # segment's bfloat16 tokens beside the float32 state: its carry started
     # in the state's dtype and the scan refused the bfloat16 tokens. Chosen
     # here on every backend, against the unrolled loop.
-    policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    try:
+    with dtype_policy("mixed_bfloat16"):
         armt = make_armt("gpt2", segment_length=4, num_layers=1)
-    finally:
-        keras.config.set_dtype_policy(policy)
     batch = random_batch(2, 11, seed=3, lengths=[11, 6])
     expected = numpy(armt(batch))
     monkeypatch.setattr(

@@ -130,8 +130,8 @@ class SegmentCurriculum(keras.callbacks.Callback):
         self._num_segments = start
         self._best = None
         self._wait = 0
-        # The curriculum's own epoch numbers, which go on across fits.
-        self._epoch = 0
+        # One past the last epoch run: the curriculum's epochs go on across
+        # fits.
         self._next_epoch = 0
 
     def on_train_begin(self, logs=None):
@@ -139,9 +139,8 @@ class SegmentCurriculum(keras.callbacks.Callback):
         _check_epochs_are_whole(self.data, (self.params or {}).get("steps"))
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = max(epoch, self._next_epoch)
         if self.schedule is not None:
-            self._num_segments = self._scheduled(self._epoch)
+            self._num_segments = self._scheduled(self._own_epoch(epoch))
         if self.verbose and self._num_segments != self.data.num_segments:
             print(
                 f"\nSegmentCurriculum: epoch {epoch + 1}: "
@@ -151,7 +150,7 @@ class SegmentCurriculum(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.history.append(self._num_segments)
-        self._next_epoch = self._epoch + 1
+        self._next_epoch = self._own_epoch(epoch) + 1
         if self.schedule is None:
             if logs is None or self.monitor not in logs:
                 raise ValueError(
@@ -166,6 +165,10 @@ class SegmentCurriculum(keras.callbacks.Callback):
                 self._wait = 0
         if logs is not None:
             logs["num_segments"] = self.history[-1]
+
+    def _own_epoch(self, epoch):
+        """The curriculum's number for the epoch Keras numbers `epoch`."""
+        return max(epoch, self._next_epoch)
 
     def _scheduled(self, epoch):
         if callable(self.schedule):

@@ -106,7 +106,7 @@ def load_tokenizer(preset):
     no tokenizer.
     """
     loader = get_preset_loader(preset)
-    if issubclass(loader.check_backbone_class(), RMTBackbone):
+    if rmt_backbone_config(loader) is not None:
         return loader.load_tokenizer(keras_hub.tokenizers.Tokenizer)
     return keras_hub.tokenizers.Tokenizer.from_preset(preset)
 
